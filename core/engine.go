@@ -1,0 +1,523 @@
+package idem
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// How long Retry-After tells a client to wait.
+const (
+	inFlightRetryAfter = time.Second
+	storeRetryAfter    = 5 * time.Second
+)
+
+// Engine decides, for each request, whether to run its handler, replay a
+// recorded response or answer with a problem. It is safe for concurrent
+// use; adapters share one Engine across all routes.
+type Engine struct {
+	cfg       Config
+	store     Store
+	ownStore  *MemoryStore
+	tokens    *tokenSource
+	observer  Observer
+	logger    *slog.Logger
+	stored    func(int) bool
+	storedSet [600]bool
+}
+
+// New returns an Engine for cfg. The zero Config means every documented
+// default; a contradictory Config is reported as an error.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, store: cfg.Store, tokens: newTokenSource(), observer: cfg.Observer, logger: cfg.Logger}
+	if e.store == nil {
+		e.ownStore = NewMemoryStore(MemoryOptions{Clock: cfg.Clock})
+		e.store = e.ownStore
+	}
+	switch {
+	case cfg.ShouldStore != nil:
+		e.stored = cfg.ShouldStore
+	case cfg.StoredStatuses != nil:
+		for _, s := range cfg.StoredStatuses {
+			if s < len(e.storedSet) {
+				e.storedSet[s] = true
+			}
+		}
+		e.stored = func(s int) bool { return s >= 0 && s < len(e.storedSet) && e.storedSet[s] }
+	default:
+		e.stored = func(s int) bool { return s >= 200 && s <= 299 }
+	}
+	return e, nil
+}
+
+// Close stops the memory store the engine created when Config.Store was
+// nil. It does not close a store the caller passed in.
+func (e *Engine) Close() error {
+	if e.ownStore != nil {
+		return e.ownStore.Close()
+	}
+	return nil
+}
+
+// Config returns the engine's configuration with every default filled in.
+func (e *Engine) Config() Config { return e.cfg }
+
+// Store returns the store used by routes that do not set their own.
+func (e *Engine) Store() Store { return e.store }
+
+// RenderProblem renders p with the configured renderer.
+func (e *Engine) RenderProblem(p *Problem) *Response { return e.cfg.RenderProblem(p) }
+
+// Action tells an adapter what to do with a request.
+type Action uint8
+
+const (
+	// Pass: run the handler untracked (B1, B3, B6 optional, B22 fail-open,
+	// B26 manual with a finding).
+	Pass Action = iota + 1
+	// Respond: write Decision.Response; the handler does not run.
+	Respond
+	// Run: run the handler once under Decision.Lease and report how it
+	// ended with Lease.Complete or Lease.Release.
+	Run
+)
+
+// String returns "pass", "respond" or "run".
+func (a Action) String() string {
+	switch a {
+	case Pass:
+		return "pass"
+	case Respond:
+		return "respond"
+	case Run:
+		return "run"
+	}
+	return "invalid"
+}
+
+// Decision is the engine's answer to Begin.
+type Decision struct {
+	Action Action
+	// Response is the response to write when Action is Respond: a replay or
+	// a rendered problem.
+	Response *Response
+	// Problem is set when Response renders a problem, for adapters that let
+	// the application render problems its own way (B25).
+	Problem *Problem
+	// Replayed reports that Response replays a recorded response.
+	Replayed bool
+	// Lease is set when Action is Run.
+	Lease *Lease
+	// Finding is set on a Manual route when the handler runs in place of an
+	// answer of the engine (B26); see WithFinding.
+	Finding *Finding
+	// BodyRead reports that the engine consumed Request.Body; the handler
+	// must then read Body instead, which holds exactly the bytes read (B21).
+	BodyRead bool
+	Body     []byte
+}
+
+// Begin decides what to do with r. It reads the key, and the body when the
+// request takes part, and looks up or leases the key in the store.
+func (e *Engine) Begin(r *Request) Decision {
+	ctx := r.context()
+	ev := Event{Route: r.Route.Name, Method: r.Method}
+	if e.isSafe(r.Method) {
+		return e.pass(ctx, ev, Decision{})
+	}
+	policy := r.Route.Policy
+	if policy == Inherit {
+		policy = e.cfg.DefaultPolicy
+	}
+	if policy == Exempt {
+		return e.pass(ctx, ev, Decision{})
+	}
+
+	var values []string
+	if r.Header != nil {
+		values = r.Header.Values(e.cfg.HeaderName)
+	}
+	if len(values) == 0 {
+		if policy == Optional {
+			return e.pass(ctx, ev, Decision{})
+		}
+		ev.Outcome = Missing
+		return e.problem(ctx, ev, problemKeyMissing(e.cfg.HeaderName))
+	}
+	key, err := e.parseKey(values)
+	if err != nil {
+		ev.Outcome = Invalid
+		return e.problem(ctx, ev, problemKeyInvalid(e.cfg.HeaderName, err.Error()))
+	}
+
+	d := Decision{BodyRead: r.Body != nil}
+	if r.Body != nil {
+		body, err := readBody(r.Body, e.cfg.MaxRequestBody)
+		switch {
+		case errors.Is(err, errTooLarge):
+			ev.Outcome = TooLarge
+			return e.problem(ctx, ev, problemTooLarge(e.cfg.MaxRequestBody))
+		case err != nil:
+			ev.Outcome = Invalid
+			ev.Err = err
+			return e.problem(ctx, ev, problemBodyUnreadable())
+		}
+		d.Body = body
+	}
+
+	storageKey := e.cfg.EncodeKey(e.cfg.Scope(r), key)
+	ev.KeyID = keyID(storageKey)
+	fp := e.cfg.Fingerprint(r, d.Body)
+	store := r.Route.Store
+	if store == nil {
+		store = e.store
+	}
+	token := e.tokens.token()
+
+	var deadline time.Time
+	for {
+		rec, err := e.acquire(ctx, store, storageKey, token, fp)
+		if err != nil {
+			ev.Err = err
+			if e.cfg.FailOpen {
+				ev.Outcome = Untracked
+				e.report(ctx, ev)
+				d.Action = Pass
+				return d
+			}
+			ev.Outcome = StoreError
+			return e.problem(ctx, ev, problemStoreUnavailable(storeRetryAfter))
+		}
+		if rec == nil {
+			retention := r.Route.Retention
+			if retention <= 0 {
+				retention = e.cfg.Retention
+			}
+			d.Action = Run
+			d.Lease = e.newLease(ctx, store, storageKey, token, fp, retention, ev)
+			ev.Outcome = Executed
+			e.report(ctx, ev)
+			return d
+		}
+		if fp != nil && rec.Fingerprint != nil && !bytes.Equal(fp, rec.Fingerprint) {
+			return e.found(ctx, ev, policy, d, &Finding{Kind: FoundMismatch, Problem: problemKeyReused()}, Mismatch)
+		}
+		if rec.State == Completed {
+			if rec.NotReplayable {
+				return e.found(ctx, ev, policy, d, &Finding{Kind: FoundCompleted, NotReplayable: true, Problem: problemNotReplayable()}, NotReplayableRecord)
+			}
+			resp := &Response{Status: rec.Status, Header: rec.Header, Body: rec.Body}
+			if policy == Manual {
+				return e.found(ctx, ev, policy, d, &Finding{Kind: FoundCompleted, Response: resp}, Replayed)
+			}
+			return e.replay(ctx, ev, resp)
+		}
+		// In flight.
+		if policy == Manual {
+			return e.found(ctx, ev, policy, d, &Finding{Kind: FoundInFlight, Problem: problemInFlight(e.cfg.InFlightStatus, inFlightRetryAfter)}, InFlightConflict)
+		}
+		if e.cfg.InFlightWait <= 0 {
+			break
+		}
+		now := e.cfg.Clock.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(e.cfg.InFlightWait)
+		}
+		wait := min(deadline.Sub(now), pollInterval(e.cfg.InFlightWait))
+		if wait <= 0 || !sleep(ctx, wait) {
+			break
+		}
+	}
+	ev.Outcome = InFlightConflict
+	return e.problem(ctx, ev, problemInFlight(e.cfg.InFlightStatus, inFlightRetryAfter))
+}
+
+func pollInterval(wait time.Duration) time.Duration {
+	return min(max(wait/20, time.Millisecond), 50*time.Millisecond)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (e *Engine) isSafe(method string) bool {
+	for _, m := range e.cfg.SafeMethods {
+		if m == method {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) parseKey(values []string) (string, error) {
+	if len(values) > 1 {
+		return "", errors.New("the header is sent more than once")
+	}
+	key, err := ParseKey(values[0], e.cfg.MaxKeyLength)
+	if err != nil {
+		return "", err
+	}
+	if e.cfg.ValidateKey != nil {
+		if err := e.cfg.ValidateKey(key); err != nil {
+			return "", err
+		}
+	}
+	return key, nil
+}
+
+func (e *Engine) acquire(ctx context.Context, store Store, key string, token Token, fp []byte) (*Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, e.cfg.StoreTimeout)
+	defer cancel()
+	return store.Acquire(ctx, key, token, fp, e.cfg.LeaseTime)
+}
+
+func (e *Engine) pass(ctx context.Context, ev Event, d Decision) Decision {
+	ev.Outcome = Passed
+	e.report(ctx, ev)
+	d.Action = Pass
+	return d
+}
+
+func (e *Engine) problem(ctx context.Context, ev Event, p *Problem) Decision {
+	ev.Status = p.Status
+	e.report(ctx, ev)
+	return Decision{Action: Respond, Response: e.cfg.RenderProblem(p), Problem: p}
+}
+
+func (e *Engine) replay(ctx context.Context, ev Event, resp *Response) Decision {
+	h := make([]HeaderField, len(resp.Header), len(resp.Header)+1)
+	copy(h, resp.Header)
+	resp.Header = append(h, HeaderField{ReplayedHeader, "true"})
+	if e.cfg.ReplayStatus != 0 {
+		resp.Status = e.cfg.ReplayStatus
+	}
+	ev.Outcome = Replayed
+	ev.Status = resp.Status
+	e.report(ctx, ev)
+	return Decision{Action: Respond, Response: resp, Replayed: true}
+}
+
+// found answers with f's problem or replay, or on a Manual route lets the
+// handler run with f (B26).
+func (e *Engine) found(ctx context.Context, ev Event, policy Policy, d Decision, f *Finding, outcome Outcome) Decision {
+	if policy == Manual {
+		ev.Outcome = ManualFound
+		ev.Err = errors.New(f.Kind.String())
+		e.report(ctx, ev)
+		d.Action = Pass
+		d.Finding = f
+		return d
+	}
+	ev.Outcome = outcome
+	return e.problem(ctx, ev, f.Problem)
+}
+
+var errTooLarge = errors.New("idem: request body too large")
+
+// readBody reads all of r, failing with errTooLarge past limit bytes.
+func readBody(r io.Reader, limit int64) ([]byte, error) {
+	size := int64(512)
+	if l, ok := r.(interface{ Len() int }); ok {
+		size = int64(l.Len()) + 1
+	}
+	if size > limit+1 {
+		return nil, errTooLarge
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > limit {
+			return nil, errTooLarge
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// Lease is the right to run a handler for one key (B11). Exactly one of
+// Complete and Release must be called when the handler has finished; while
+// the handler runs past half the lease time the lease is renewed (B16).
+type Lease struct {
+	e         *Engine
+	store     Store
+	key       string
+	token     Token
+	fp        []byte
+	retention time.Duration
+	ctx       context.Context
+	ev        Event
+
+	mu    sync.Mutex
+	done  bool
+	lost  bool
+	timer *time.Timer
+}
+
+func (e *Engine) newLease(ctx context.Context, store Store, key string, token Token, fp []byte, retention time.Duration, ev Event) *Lease {
+	l := &Lease{e: e, store: store, key: key, token: token, fp: fp, retention: retention,
+		ctx: context.WithoutCancel(ctx), ev: ev}
+	l.timer = time.AfterFunc(e.cfg.LeaseTime/2, l.renew)
+	return l
+}
+
+// Token returns the lease's fencing token.
+func (l *Lease) Token() Token { return l.token }
+
+// MaxBody is how many response body bytes the adapter records before it
+// marks the recording Truncated (B19).
+func (l *Lease) MaxBody() int { return l.e.cfg.MaxResponseBody }
+
+func (l *Lease) renew() {
+	l.mu.Lock()
+	if l.done || l.lost {
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(l.ctx, l.e.cfg.StoreTimeout)
+	err := l.store.Renew(ctx, l.key, l.token, l.e.cfg.LeaseTime)
+	cancel()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done {
+		return
+	}
+	next := l.e.cfg.LeaseTime / 2
+	switch {
+	case errors.Is(err, ErrLeaseLost):
+		l.lost = true
+		ev := l.ev
+		ev.Outcome, ev.Err = LeaseLost, err
+		l.e.report(l.ctx, ev)
+		return
+	case err != nil:
+		ev := l.ev
+		ev.Outcome, ev.Err = StoreError, err
+		l.e.report(l.ctx, ev)
+		next = l.e.cfg.LeaseTime / 8
+	}
+	l.timer.Reset(next)
+}
+
+// finish marks the lease done; it reports false when it already was.
+func (l *Lease) finish() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done {
+		return false
+	}
+	l.done = true
+	l.timer.Stop()
+	return true
+}
+
+var errLeaseFinished = errors.New("idem: lease already completed or released")
+
+// Complete reports the handler's response. A status in the stored set
+// completes the record (B14), as not replayable when the response was
+// truncated or streamed (B19); any other status releases the lease. Store
+// writes use a context the client's disconnect does not cancel (B24). A
+// store failure is reported and returned, and the in-flight record is left
+// to expire (B23); a stale lease changes nothing and returns ErrLeaseLost
+// (B16).
+func (l *Lease) Complete(rec Recorded) error {
+	if !l.finish() {
+		return errLeaseFinished
+	}
+	status := rec.Status
+	if status == 0 {
+		status = 200
+	}
+	if !l.e.stored(status) {
+		return l.release(status, nil)
+	}
+	stored := &Record{State: Completed, Token: l.token, Fingerprint: l.fp, Status: status}
+	if rec.Truncated || rec.Streamed {
+		stored.NotReplayable = true
+	} else {
+		stored.Body = rec.Body
+		stored.Header = l.e.filterHeader(rec.Header)
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, l.e.cfg.StoreTimeout)
+	err := l.store.Complete(ctx, l.key, l.token, stored, l.retention)
+	cancel()
+	ev := l.ev
+	ev.Status = status
+	switch {
+	case errors.Is(err, ErrLeaseLost):
+		ev.Outcome, ev.Err = LeaseLost, err
+	case err != nil:
+		ev.Outcome, ev.Err = StoreError, err
+	default:
+		ev.Outcome = Stored
+	}
+	l.e.report(l.ctx, ev)
+	return err
+}
+
+// Release gives the lease up so the key may be retried: the handler
+// panicked, failed with an error the framework rendered, or hijacked the
+// connection (B15, B19). cause is reported, never sent to the client.
+func (l *Lease) Release(cause error) error {
+	if !l.finish() {
+		return errLeaseFinished
+	}
+	return l.release(0, cause)
+}
+
+func (l *Lease) release(status int, cause error) error {
+	ctx, cancel := context.WithTimeout(l.ctx, l.e.cfg.StoreTimeout)
+	err := l.store.Release(ctx, l.key, l.token)
+	cancel()
+	ev := l.ev
+	ev.Status = status
+	switch {
+	case errors.Is(err, ErrLeaseLost):
+		ev.Outcome, ev.Err = LeaseLost, err
+	case err != nil:
+		ev.Outcome, ev.Err = StoreError, err
+	default:
+		ev.Outcome, ev.Err = Released, cause
+	}
+	l.e.report(l.ctx, ev)
+	return err
+}
+
+// filterHeader keeps the allowlisted header fields (B20).
+func (e *Engine) filterHeader(h Header) []HeaderField {
+	if h == nil {
+		return nil
+	}
+	var out []HeaderField
+	for _, name := range e.cfg.ReplayHeaders {
+		for _, v := range h.Values(name) {
+			if out == nil {
+				out = make([]HeaderField, 0, 4)
+			}
+			out = append(out, HeaderField{name, v})
+		}
+	}
+	return out
+}

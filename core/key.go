@@ -1,0 +1,133 @@
+package idem
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"hash"
+	"strconv"
+)
+
+// ParseKey parses one header field value as an idempotency key (B5). It
+// accepts the RFC 8941 string form ("abc") and the bare form (abc). After
+// unquoting the key must be 1 to maxLen characters of visible ASCII; a bare
+// key must not contain a comma (a list), a double quote or white space.
+func ParseKey(value string, maxLen int) (string, error) {
+	if value == "" {
+		return "", errors.New("the key is empty")
+	}
+	if value[0] == '"' {
+		return parseQuoted(value, maxLen)
+	}
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		switch {
+		case c < 0x20 || c == 0x7f:
+			return "", errors.New("the key contains a control character")
+		case c >= 0x80:
+			return "", errors.New("the key contains a non-ASCII character")
+		case c == ',':
+			return "", errors.New("the header holds a list of keys")
+		case c == ' ' || c == '\t':
+			return "", errors.New("the key contains white space; quote it as an RFC 8941 string")
+		case c == '"' || c == '\\':
+			return "", errors.New("the key contains a quote or backslash outside an RFC 8941 string")
+		}
+	}
+	if len(value) > maxLen {
+		return "", errors.New("the key is longer than " + strconv.Itoa(maxLen) + " characters")
+	}
+	return value, nil
+}
+
+func parseQuoted(value string, maxLen int) (string, error) {
+	// RFC 8941 sf-string: DQUOTE *( unescaped / "\" ( DQUOTE / "\" ) ) DQUOTE
+	var buf []byte
+	i := 1
+	for ; i < len(value); i++ {
+		c := value[i]
+		switch {
+		case c == '\\':
+			if i+1 >= len(value) || (value[i+1] != '"' && value[i+1] != '\\') {
+				return "", errors.New("the quoted key has a bad escape")
+			}
+			if buf == nil {
+				buf = append(make([]byte, 0, len(value)), value[1:i]...)
+			}
+			i++
+			buf = append(buf, value[i])
+		case c == '"':
+			if i != len(value)-1 {
+				return "", errors.New("the header holds more than one quoted string")
+			}
+			var key string
+			if buf != nil {
+				key = string(buf)
+			} else {
+				key = value[1:i]
+			}
+			switch {
+			case key == "":
+				return "", errors.New("the key is empty")
+			case len(key) > maxLen:
+				return "", errors.New("the key is longer than " + strconv.Itoa(maxLen) + " characters")
+			}
+			return key, nil
+		case c < 0x20 || c == 0x7f:
+			return "", errors.New("the key contains a control character")
+		case c >= 0x80:
+			return "", errors.New("the key contains a non-ASCII character")
+		case c == ' ':
+			return "", errors.New("the key contains white space")
+		default:
+			if buf != nil {
+				buf = append(buf, c)
+			}
+		}
+	}
+	return "", errors.New("the quoted key is not closed")
+}
+
+// writeField writes a length-prefixed field, so that no two different
+// sequences of fields hash alike ("ab"+"c" differs from "a"+"bc").
+func writeField(h hash.Hash, s []byte) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+	h.Write(n[:])
+	h.Write(s)
+}
+
+func writeStringField(h hash.Hash, s string) {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+	h.Write(n[:])
+	_, _ = h.(interface{ WriteString(string) (int, error) }).WriteString(s)
+}
+
+// DefaultEncodeKey derives a storage key: the hexadecimal SHA-256 of the
+// length-prefixed scope and key, behind a version prefix (B8).
+func DefaultEncodeKey(scope, key string) string {
+	h := sha256.New()
+	h.Write([]byte("idem/v1\x00key"))
+	writeStringField(h, scope)
+	writeStringField(h, key)
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0]))
+}
+
+// DefaultFingerprint is the SHA-256 of the length-prefixed method, path,
+// raw query and body (B9).
+func DefaultFingerprint(r *Request, body []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte("idem/v1\x00fp"))
+	writeStringField(h, r.Method)
+	writeStringField(h, r.Path)
+	writeStringField(h, r.RawQuery)
+	writeField(h, body)
+	return h.Sum(make([]byte, 0, sha256.Size))
+}
+
+// NoFingerprint turns the mismatch check off (B9): any request with a known
+// key counts as the same operation.
+func NoFingerprint(*Request, []byte) []byte { return nil }

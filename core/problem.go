@@ -1,0 +1,105 @@
+package idem
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+)
+
+// ProblemBase is the prefix of every problem type URI the engine uses.
+const ProblemBase = "https://idemkit.github.io/idem/problems/"
+
+// The problem type URIs, one per rule that makes the engine answer itself
+// (B25). They are stable: clients may match on them.
+const (
+	ProblemKeyMissing       = ProblemBase + "key-missing"       // B6
+	ProblemKeyInvalid       = ProblemBase + "key-invalid"       // B5, B7
+	ProblemKeyReused        = ProblemBase + "key-reused"        // B10
+	ProblemInFlight         = ProblemBase + "in-flight"         // B12
+	ProblemNotReplayable    = ProblemBase + "not-replayable"    // B19
+	ProblemRequestTooLarge  = ProblemBase + "request-too-large" // B21
+	ProblemRequestBody      = ProblemBase + "request-body"      // B21
+	ProblemStoreUnavailable = ProblemBase + "store-unavailable" // B22
+)
+
+// Problem is an RFC 9457 problem the engine answers with (B25). It is also
+// an error, so an adapter can hand it to a framework's error handler.
+type Problem struct {
+	// Type is one of the Problem* URIs.
+	Type string `json:"type"`
+	// Title is a short, fixed summary of the problem type.
+	Title string `json:"title"`
+	// Status is the HTTP status code.
+	Status int `json:"status"`
+	// Detail tells the client what happened and what to do.
+	Detail string `json:"detail"`
+	// Rule names the rule of the behaviour contract, for instance "B10".
+	Rule string `json:"rule"`
+	// RetryAfter, when positive, is sent as the Retry-After header.
+	RetryAfter time.Duration `json:"-"`
+}
+
+// Error returns the title and detail.
+func (p *Problem) Error() string { return "idem: " + p.Title + ": " + p.Detail }
+
+// ProblemContentType is the media type of a rendered problem.
+const ProblemContentType = "application/problem+json"
+
+// RenderProblem is the default problem renderer: an
+// application/problem+json body with type, title, status, detail and rule,
+// and a Retry-After header (whole seconds, at least 1) when p.RetryAfter is
+// positive.
+func RenderProblem(p *Problem) *Response {
+	body, err := json.Marshal(p)
+	if err != nil { // cannot happen: every field is a string or an int
+		body = []byte(`{"title":"internal error","status":500}`)
+	}
+	h := make([]HeaderField, 1, 3)
+	h[0] = HeaderField{"Content-Type", ProblemContentType}
+	h = append(h, HeaderField{"Cache-Control", "no-store"})
+	if p.RetryAfter > 0 {
+		secs := int64((p.RetryAfter + time.Second - 1) / time.Second)
+		h = append(h, HeaderField{"Retry-After", strconv.FormatInt(secs, 10)})
+	}
+	return &Response{Status: p.Status, Header: h, Body: body}
+}
+
+func problemKeyMissing(header string) *Problem {
+	return &Problem{Type: ProblemKeyMissing, Title: "Idempotency key missing", Status: 400, Rule: "B6",
+		Detail: "This operation requires an " + header + " header. Send a unique key (for instance a UUID) and reuse it when you retry the same operation."}
+}
+
+func problemKeyInvalid(header, why string) *Problem {
+	return &Problem{Type: ProblemKeyInvalid, Title: "Idempotency key invalid", Status: 400, Rule: "B7",
+		Detail: "The " + header + " header is invalid: " + why + ". Send exactly one key of visible ASCII characters."}
+}
+
+func problemKeyReused() *Problem {
+	return &Problem{Type: ProblemKeyReused, Title: "Idempotency key reused", Status: 422, Rule: "B10",
+		Detail: "This idempotency key was already used for a different request (method, path, query or body differ). Use a new key for a new operation, or resend the original request unchanged."}
+}
+
+func problemInFlight(status int, retry time.Duration) *Problem {
+	return &Problem{Type: ProblemInFlight, Title: "Request in progress", Status: status, Rule: "B12", RetryAfter: retry,
+		Detail: "A request with this idempotency key is still being processed. Retry after the time given in Retry-After to get its result."}
+}
+
+func problemNotReplayable() *Problem {
+	return &Problem{Type: ProblemNotReplayable, Title: "Response not replayable", Status: 410, Rule: "B19",
+		Detail: "The request with this idempotency key was already processed, but its response was too large or streamed and was not stored. It will not be run again; use a new key to start a new operation."}
+}
+
+func problemTooLarge(limit int64) *Problem {
+	return &Problem{Type: ProblemRequestTooLarge, Title: "Request body too large", Status: 413, Rule: "B21",
+		Detail: "Requests with an idempotency key may carry at most " + strconv.FormatInt(limit, 10) + " bytes of body."}
+}
+
+func problemBodyUnreadable() *Problem {
+	return &Problem{Type: ProblemRequestBody, Title: "Request body unreadable", Status: 400, Rule: "B21",
+		Detail: "The request body could not be read completely. Send the request again."}
+}
+
+func problemStoreUnavailable(retry time.Duration) *Problem {
+	return &Problem{Type: ProblemStoreUnavailable, Title: "Idempotency store unavailable", Status: 503, Rule: "B22", RetryAfter: retry,
+		Detail: "The request was not processed because its idempotency record could not be checked. Retry with the same key after the time given in Retry-After."}
+}
