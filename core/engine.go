@@ -122,7 +122,15 @@ type Decision struct {
 	// must then read Body instead, which holds exactly the bytes read (B21).
 	BodyRead bool
 	Body     []byte
+
+	tookPart bool
 }
+
+// TookPart reports whether the request took part in idempotency: false only
+// for a Pass of a request the engine ignored (a safe method, an Exempt
+// route, an Optional route without a key). When idem layers are stacked,
+// an adapter lets an inner layer decide a request the outer one ignored.
+func (d Decision) TookPart() bool { return d.Action != Pass || d.tookPart }
 
 // Begin decides what to do with r. It reads the key, and the body when the
 // request takes part, and looks up or leases the key in the store.
@@ -190,6 +198,7 @@ func (e *Engine) Begin(r *Request) Decision {
 				ev.Outcome = Untracked
 				e.report(ctx, ev)
 				d.Action = Pass
+				d.tookPart = true
 				return d
 			}
 			ev.Outcome = StoreError
@@ -320,6 +329,7 @@ func (e *Engine) found(ctx context.Context, ev Event, policy Policy, d Decision,
 		e.report(ctx, ev)
 		d.Action = Pass
 		d.Finding = f
+		d.tookPart = true
 		return d
 	}
 	ev.Outcome = outcome
