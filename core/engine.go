@@ -388,7 +388,9 @@ type Lease struct {
 func (e *Engine) newLease(ctx context.Context, store Store, key string, token Token, fp []byte, retention time.Duration, ev Event) *Lease {
 	l := &Lease{e: e, store: store, key: key, token: token, fp: fp, retention: retention,
 		ctx: context.WithoutCancel(ctx), ev: ev}
+	l.mu.Lock() // renew may run before AfterFunc returns
 	l.timer = time.AfterFunc(e.cfg.LeaseTime/2, l.renew)
+	l.mu.Unlock()
 	return l
 }
 

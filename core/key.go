@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"hash"
 	"strconv"
 )
 
@@ -89,42 +88,36 @@ func parseQuoted(value string, maxLen int) (string, error) {
 	return "", errors.New("the quoted key is not closed")
 }
 
-// writeField writes a length-prefixed field, so that no two different
-// sequences of fields hash alike ("ab"+"c" differs from "a"+"bc").
-func writeField(h hash.Hash, s []byte) {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
-	h.Write(n[:])
-	h.Write(s)
-}
-
-func writeStringField(h hash.Hash, s string) {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
-	h.Write(n[:])
-	_, _ = h.(interface{ WriteString(string) (int, error) }).WriteString(s)
+// appendField appends a length-prefixed field, so that no two different
+// sequences of fields encode alike ("ab"+"c" differs from "a"+"bc").
+func appendField(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(len(s)))
+	return append(b, s...)
 }
 
 // DefaultEncodeKey derives a storage key: the hexadecimal SHA-256 of the
 // length-prefixed scope and key, behind a version prefix (B8).
 func DefaultEncodeKey(scope, key string) string {
-	h := sha256.New()
-	h.Write([]byte("idem/v1\x00key"))
-	writeStringField(h, scope)
-	writeStringField(h, key)
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(h.Sum(sum[:0]))
+	var buf [512]byte
+	b := append(buf[:0], "idem/v1\x00key"...)
+	b = appendField(b, scope)
+	b = appendField(b, key)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // DefaultFingerprint is the SHA-256 of the length-prefixed method, path,
 // raw query and body (B9).
 func DefaultFingerprint(r *Request, body []byte) []byte {
+	var buf [256]byte
+	b := append(buf[:0], "idem/v1\x00fp"...)
+	b = appendField(b, r.Method)
+	b = appendField(b, r.Path)
+	b = appendField(b, r.RawQuery)
+	b = binary.BigEndian.AppendUint64(b, uint64(len(body)))
 	h := sha256.New()
-	h.Write([]byte("idem/v1\x00fp"))
-	writeStringField(h, r.Method)
-	writeStringField(h, r.Path)
-	writeStringField(h, r.RawQuery)
-	writeField(h, body)
+	h.Write(b)
+	h.Write(body)
 	return h.Sum(make([]byte, 0, sha256.Size))
 }
 

@@ -1,0 +1,20 @@
+// Package idem is the framework-neutral engine of idem: idempotency keys
+// for HTTP APIs, so that a client that lost a response can retry an unsafe
+// request with the same Idempotency-Key and get the original result instead
+// of a second execution.
+//
+// An adapter (net/http, chi, echo, fiber) turns each request into a
+// [Request] and calls [Engine.Begin]. The [Decision] says whether to pass the
+// request through untouched, to answer with a replay or an RFC 9457 problem,
+// or to run the handler once under a [Lease] and report the response it
+// recorded with [Lease.Complete] (or give the lease up with
+// [Lease.Release]).
+//
+// Records live in a [Store]. [MemoryStore] is the embedded default; shared
+// stores for fleets of servers live in separate modules (Redis,
+// PostgreSQL). The Store contract is written as observable behaviour and
+// checked by the storetest package of the conformance module.
+//
+// The engine implements the behaviour contract B1–B28 of the project; the
+// comments name the rule each piece serves.
+package idem
