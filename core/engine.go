@@ -167,7 +167,7 @@ func (e *Engine) Begin(r *Request) Decision {
 
 	d := Decision{BodyRead: r.Body != nil}
 	if r.Body != nil {
-		body, err := readBody(r.Body, e.cfg.MaxRequestBody)
+		body, err := readBody(r.Body, r.ContentLength, e.cfg.MaxRequestBody)
 		switch {
 		case errors.Is(err, errTooLarge):
 			ev.Outcome = TooLarge
@@ -289,9 +289,18 @@ func (e *Engine) parseKey(values []string) (string, error) {
 }
 
 func (e *Engine) acquire(ctx context.Context, store Store, key string, token Token, fp []byte) (*Record, error) {
-	ctx, cancel := context.WithTimeout(ctx, e.cfg.StoreTimeout)
+	ctx, cancel := e.storeContext(ctx, store)
 	defer cancel()
 	return store.Acquire(ctx, key, token, fp, e.cfg.LeaseTime)
+}
+
+// storeContext bounds a store call by StoreTimeout. The memory store never
+// waits on I/O, so it is spared the timer.
+func (e *Engine) storeContext(ctx context.Context, store Store) (context.Context, context.CancelFunc) {
+	if _, local := store.(*MemoryStore); local {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, e.cfg.StoreTimeout)
 }
 
 func (e *Engine) pass(ctx context.Context, ev Event, d Decision) Decision {
@@ -338,11 +347,15 @@ func (e *Engine) found(ctx context.Context, ev Event, policy Policy, d Decision,
 
 var errTooLarge = errors.New("idem: request body too large")
 
-// readBody reads all of r, failing with errTooLarge past limit bytes.
-func readBody(r io.Reader, limit int64) ([]byte, error) {
+// readBody reads all of r, failing with errTooLarge past limit bytes. A
+// positive declared size sizes the buffer.
+func readBody(r io.Reader, declared, limit int64) ([]byte, error) {
 	size := int64(512)
-	if l, ok := r.(interface{ Len() int }); ok {
+	switch l, ok := r.(interface{ Len() int }); {
+	case ok:
 		size = int64(l.Len()) + 1
+	case declared > 0:
+		size = declared + 1
 	}
 	if size > limit+1 {
 		return nil, errTooLarge
@@ -408,7 +421,7 @@ func (l *Lease) renew() {
 		return
 	}
 	l.mu.Unlock()
-	ctx, cancel := context.WithTimeout(l.ctx, l.e.cfg.StoreTimeout)
+	ctx, cancel := l.e.storeContext(l.ctx, l.store)
 	err := l.store.Renew(ctx, l.key, l.token, l.e.cfg.LeaseTime)
 	cancel()
 	l.mu.Lock()
@@ -472,7 +485,7 @@ func (l *Lease) Complete(rec Recorded) error {
 		stored.Body = rec.Body
 		stored.Header = l.e.filterHeader(rec.Header)
 	}
-	ctx, cancel := context.WithTimeout(l.ctx, l.e.cfg.StoreTimeout)
+	ctx, cancel := l.e.storeContext(l.ctx, l.store)
 	err := l.store.Complete(ctx, l.key, l.token, stored, l.retention)
 	cancel()
 	ev := l.ev
@@ -500,7 +513,7 @@ func (l *Lease) Release(cause error) error {
 }
 
 func (l *Lease) release(status int, cause error) error {
-	ctx, cancel := context.WithTimeout(l.ctx, l.e.cfg.StoreTimeout)
+	ctx, cancel := l.e.storeContext(l.ctx, l.store)
 	err := l.store.Release(ctx, l.key, l.token)
 	cancel()
 	ev := l.ev

@@ -91,6 +91,10 @@ type Request struct {
 	// Body is the request body; nil means empty. The engine reads it only
 	// when the request takes part in idempotency; see Decision.Body.
 	Body io.Reader
+	// ContentLength, when positive, is the body size the client declared;
+	// the engine uses it to size its buffer and to refuse an oversized body
+	// before reading it.
+	ContentLength int64
 	// Context is the request's context; nil means context.Background().
 	Context context.Context
 	// Route holds the settings of the route that serves the request.
