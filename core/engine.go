@@ -350,7 +350,7 @@ var errTooLarge = errors.New("idem: request body too large")
 // readBody reads all of r, failing with errTooLarge past limit bytes. A
 // positive declared size sizes the buffer.
 func readBody(r io.Reader, declared, limit int64) ([]byte, error) {
-	size := int64(512)
+	size := min(512, limit+1)
 	switch l, ok := r.(interface{ Len() int }); {
 	case ok:
 		size = int64(l.Len()) + 1

@@ -532,12 +532,12 @@ func TestEngine(t *testing.T) {
 	t.Run("B16_long_handler_keeps_its_lease", func(t *testing.T) {
 		store := idem.NewMemoryStore(idem.MemoryOptions{})
 		t.Cleanup(func() { _ = store.Close() })
-		eng, err := idem.New(idem.Config{Store: store, LeaseTime: 60 * time.Millisecond})
+		eng, err := idem.New(idem.Config{Store: store, LeaseTime: 400 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
 		d := eng.Begin(req("k", "{}"))
-		time.Sleep(250 * time.Millisecond) // four lease times
+		time.Sleep(1200 * time.Millisecond) // three lease times
 		if d2 := eng.Begin(req("k", "{}")); d2.Action != idem.Respond || d2.Response.Status != 409 {
 			t.Fatalf("duplicate during a renewed lease: %v %+v", d2.Action, d2.Response)
 		}
