@@ -1,0 +1,154 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	idem "github.com/idemkit/idem/core"
+)
+
+// RunBenchmarks measures the store operations on the engine's paths: the
+// lease of a new key, a whole first request (lease and completion), the
+// lookup of a completed record (the replay path) and a duplicate of an
+// in-flight request. Each runs serially and under b.RunParallel. newStore
+// is called once per benchmark run and registers its cleanup with
+// b.Cleanup.
+//
+// AcquireNew leases its keys for a millisecond, so that a store that bounds
+// its size is not filled with live leases; AcquireComplete leases for ten
+// seconds and keeps completed records for ten seconds.
+func RunBenchmarks(b *testing.B, newStore func(b *testing.B) idem.Store) {
+	for _, bm := range benchmarks {
+		b.Run(bm.name, func(b *testing.B) {
+			bm.run(b, newBench(b, newStore(b)), false)
+		})
+		b.Run(bm.name+"/Parallel", func(b *testing.B) {
+			bm.run(b, newBench(b, newStore(b)), true)
+		})
+	}
+}
+
+const (
+	benchLease     = time.Millisecond
+	benchRetention = 10 * time.Second
+)
+
+var benchmarks = []struct {
+	name string
+	run  func(b *testing.B, x *bench, parallel bool)
+}{
+	{"AcquireNew", benchAcquireNew},
+	{"AcquireComplete", benchAcquireComplete},
+	{"Replay", benchReplay},
+	{"InFlightDuplicate", benchInFlightDuplicate},
+}
+
+// bench holds one benchmark's store and hands out unique keys.
+type bench struct {
+	s     idem.Store
+	ctx   context.Context
+	space string
+	next  atomic.Uint64
+	fp    []byte
+	resp  *idem.Record
+}
+
+func newBench(b *testing.B, s idem.Store) *bench {
+	body := make([]byte, 1024)
+	for i := range body {
+		body[i] = byte('a' + i%26)
+	}
+	return &bench{
+		s: s, ctx: b.Context(),
+		space: fmt.Sprintf("storetest-bench:%x:", randomBytes(6)),
+		fp:    randomBytes(32),
+		resp: &idem.Record{State: idem.Completed, Status: 201, Body: body, Header: []idem.HeaderField{
+			{Name: "Content-Type", Value: "application/json"}, {Name: "Location", Value: "/orders/42"},
+		}},
+	}
+}
+
+func (x *bench) newKey() string {
+	return fmt.Sprintf("%s%d", x.space, x.next.Add(1))
+}
+
+// each runs op b.N times, serially or in parallel.
+func each(b *testing.B, parallel bool, op func() error) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	if parallel {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := op(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		return
+	}
+	for b.Loop() {
+		if err := op(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func (x *bench) acquireNew(lease time.Duration) (string, idem.Token, error) {
+	key, tok := x.newKey(), newToken()
+	rec, err := x.s.Acquire(x.ctx, key, tok, x.fp, lease)
+	if err == nil && rec != nil {
+		err = fmt.Errorf("Acquire on the new key %q returned a %s record", key, rec.State)
+	}
+	return key, tok, err
+}
+
+func benchAcquireNew(b *testing.B, x *bench, parallel bool) {
+	each(b, parallel, func() error {
+		_, _, err := x.acquireNew(benchLease)
+		return err
+	})
+}
+
+func benchAcquireComplete(b *testing.B, x *bench, parallel bool) {
+	each(b, parallel, func() error {
+		key, tok, err := x.acquireNew(benchRetention)
+		if err != nil {
+			return err
+		}
+		return x.s.Complete(x.ctx, key, tok, x.resp, benchRetention)
+	})
+}
+
+// lookupOnly returns an op that acquires key and expects a record in state.
+func (x *bench) lookupOnly(key string, state idem.State) func() error {
+	return func() error {
+		rec, err := x.s.Acquire(x.ctx, key, newToken(), x.fp, time.Minute)
+		if err == nil && (rec == nil || rec.State != state) {
+			err = fmt.Errorf("Acquire(%q) = %v, want a %s record", key, rec, state)
+		}
+		return err
+	}
+}
+
+func benchReplay(b *testing.B, x *bench, parallel bool) {
+	key, tok := x.newKey(), newToken()
+	if rec, err := x.s.Acquire(x.ctx, key, tok, x.fp, time.Minute); err != nil || rec != nil {
+		b.Fatalf("Acquire = (%v, %v), want the lease", rec, err)
+	}
+	if err := x.s.Complete(x.ctx, key, tok, x.resp, time.Hour); err != nil {
+		b.Fatal(err)
+	}
+	each(b, parallel, x.lookupOnly(key, idem.Completed))
+}
+
+func benchInFlightDuplicate(b *testing.B, x *bench, parallel bool) {
+	key, tok := x.newKey(), newToken()
+	if rec, err := x.s.Acquire(x.ctx, key, tok, x.fp, time.Hour); err != nil || rec != nil {
+		b.Fatalf("Acquire = (%v, %v), want the lease", rec, err)
+	}
+	each(b, parallel, x.lookupOnly(key, idem.InFlight))
+}

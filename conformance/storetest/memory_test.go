@@ -1,0 +1,161 @@
+package storetest_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/idemkit/idem/conformance/storetest"
+	idem "github.com/idemkit/idem/core"
+)
+
+func newMemoryStore(tb testing.TB, opts idem.MemoryOptions) *idem.MemoryStore {
+	s := idem.NewMemoryStore(opts)
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestMemoryStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) idem.Store { return newMemoryStore(t, idem.MemoryOptions{}) })
+}
+
+func BenchmarkMemoryStore(b *testing.B) {
+	storetest.RunBenchmarks(b, func(b *testing.B) idem.Store { return newMemoryStore(b, idem.MemoryOptions{}) })
+}
+
+func token(i int) idem.Token {
+	var t idem.Token
+	copy(t[:], fmt.Sprintf("%016d", i))
+	return t
+}
+
+// TestMemoryStoreLimits floods the store with distinct keys from several
+// goroutines while a set of keys stays in flight: the store never holds
+// more than MaxEntries records or MaxBytes bytes, it makes room by evicting
+// completed records, and every in-flight record survives.
+func TestMemoryStoreLimits(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		opts idem.MemoryOptions
+		body int
+	}{
+		{"entries", idem.MemoryOptions{MaxEntries: 512, Shards: 8}, 64},
+		{"bytes", idem.MemoryOptions{MaxEntries: 1 << 20, MaxBytes: 256 << 10, Shards: 8}, 4 << 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newMemoryStore(t, c.opts)
+			ctx := t.Context()
+			maxEntries, maxBytes := c.opts.MaxEntries, c.opts.MaxBytes
+			if maxBytes == 0 {
+				maxBytes = idem.DefaultMemoryMaxBytes
+			}
+			within := func() error {
+				n, size := s.Stats()
+				if n > maxEntries || size > maxBytes {
+					return fmt.Errorf("store holds %d records, %d bytes; limits %d records, %d bytes", n, size, maxEntries, maxBytes)
+				}
+				return nil
+			}
+
+			// Keys held in flight through the flood, a few per shard.
+			const held = 16
+			for i := range held {
+				if rec, err := s.Acquire(ctx, fmt.Sprint("held-", i), token(i), []byte("fp"), time.Hour); err != nil || rec != nil {
+					t.Fatalf("Acquire(held-%d) = (%v, %v), want the lease", i, rec, err)
+				}
+			}
+
+			const workers, perWorker = 8, 1000
+			body := make([]byte, c.body)
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range perWorker {
+						key, tok := fmt.Sprintf("flood-%d-%d", w, i), token(1000+w*perWorker+i)
+						rec, err := s.Acquire(ctx, key, tok, []byte("fp"), time.Hour)
+						if err != nil || rec != nil {
+							t.Errorf("Acquire(%s) = (%v, %v), want the lease", key, rec, err)
+							return
+						}
+						rec = &idem.Record{State: idem.Completed, Status: 200, Body: body}
+						if err := s.Complete(ctx, key, tok, rec, time.Hour); err != nil {
+							t.Errorf("Complete(%s): %v", key, err)
+							return
+						}
+						if err := within(); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+
+			n, size := s.Stats()
+			t.Logf("after %d completed records: %d records, %d bytes held", workers*perWorker, n, size)
+			if n >= workers*perWorker/2 {
+				t.Errorf("store holds %d of %d records: nothing was evicted", n, workers*perWorker)
+			}
+			for i := range held {
+				rec, err := s.Acquire(ctx, fmt.Sprint("held-", i), token(-1), []byte("fp"), time.Hour)
+				if err != nil || rec == nil || rec.State != idem.InFlight || rec.Token != token(i) {
+					t.Errorf("held-%d after the flood: (%v, %v), want its in-flight record", i, rec, err)
+				}
+				if err := s.Complete(ctx, fmt.Sprint("held-", i), token(i), &idem.Record{State: idem.Completed, Status: 200}, time.Hour); err != nil {
+					t.Errorf("Complete(held-%d) by its owner after the flood: %v", i, err)
+				}
+			}
+			// Eviction takes the oldest completed records first: a few
+			// records completed after the flood are all kept.
+			const newest = 4
+			for i := range newest {
+				key, tok := fmt.Sprint("newest-", i), token(-2-i)
+				if rec, err := s.Acquire(ctx, key, tok, []byte("fp"), time.Hour); err != nil || rec != nil {
+					t.Fatalf("Acquire(%s) = (%v, %v), want the lease", key, rec, err)
+				}
+				if err := s.Complete(ctx, key, tok, &idem.Record{State: idem.Completed, Status: 200, Body: body}, time.Hour); err != nil {
+					t.Fatalf("Complete(%s): %v", key, err)
+				}
+			}
+			for i := range newest {
+				key := fmt.Sprint("newest-", i)
+				rec, err := s.Acquire(ctx, key, token(-1), []byte("fp"), time.Hour)
+				if err != nil || rec == nil || rec.State != idem.Completed || len(rec.Body) != len(body) {
+					t.Errorf("%s, among the newest records: (%v, %v), want its completed record", key, rec, err)
+				}
+			}
+			if err := within(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestMemoryStoreFullOfInFlight fills a store with in-flight records only:
+// the next Acquire fails with ErrStoreFull rather than evict a lease, and
+// every lease still holds.
+func TestMemoryStoreFullOfInFlight(t *testing.T) {
+	const max = 8
+	s := newMemoryStore(t, idem.MemoryOptions{MaxEntries: max, Shards: 1})
+	ctx := t.Context()
+	for i := range max {
+		if rec, err := s.Acquire(ctx, fmt.Sprint("k", i), token(i), nil, time.Hour); err != nil || rec != nil {
+			t.Fatalf("Acquire(k%d) = (%v, %v), want the lease", i, rec, err)
+		}
+	}
+	if _, err := s.Acquire(ctx, "one-more", token(max), nil, time.Hour); !errors.Is(err, idem.ErrStoreFull) {
+		t.Fatalf("Acquire beyond MaxEntries of in-flight records = %v, want ErrStoreFull", err)
+	}
+	for i := range max {
+		if err := s.Renew(ctx, fmt.Sprint("k", i), token(i), time.Hour); err != nil {
+			t.Errorf("Renew(k%d) by its owner: %v, want the lease kept", i, err)
+		}
+	}
+	if n, _ := s.Stats(); n != max {
+		t.Errorf("Stats records = %d, want %d", n, max)
+	}
+}
