@@ -73,6 +73,11 @@ type Config struct {
 	// makes the key invalid (400) and its text reaches the client.
 	ValidateKey func(key string) error
 
+	// Scope, Fingerprint and EncodeKey run inside Begin; they must not keep
+	// the *Request or any of its strings or byte slices, which may be views
+	// of an adapter's buffers, and EncodeKey must return a string of its
+	// own.
+
 	// Scope names who the key belongs to (B8). Default: the Authorization
 	// header's value, or "" without one.
 	Scope func(*Request) string

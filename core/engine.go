@@ -165,9 +165,16 @@ func (e *Engine) Begin(r *Request) Decision {
 		return e.problem(ctx, ev, problemKeyInvalid(e.cfg.HeaderName, err.Error()))
 	}
 
-	d := Decision{BodyRead: r.Body != nil}
-	if r.Body != nil {
-		body, err := readBody(r.Body, r.ContentLength, e.cfg.MaxRequestBody)
+	d := Decision{BodyRead: r.Body != nil && r.BodyBytes == nil}
+	body := r.BodyBytes
+	switch {
+	case body != nil:
+		if int64(len(body)) > e.cfg.MaxRequestBody {
+			ev.Outcome = TooLarge
+			return e.problem(ctx, ev, problemTooLarge(e.cfg.MaxRequestBody))
+		}
+	case r.Body != nil:
+		read, err := readBody(r.Body, r.ContentLength, e.cfg.MaxRequestBody)
 		switch {
 		case errors.Is(err, errTooLarge):
 			ev.Outcome = TooLarge
@@ -177,12 +184,13 @@ func (e *Engine) Begin(r *Request) Decision {
 			ev.Err = err
 			return e.problem(ctx, ev, problemBodyUnreadable())
 		}
-		d.Body = body
+		d.Body = read
+		body = read
 	}
 
 	storageKey := e.cfg.EncodeKey(e.cfg.Scope(r), key)
 	ev.KeyID = keyID(storageKey)
-	fp := e.cfg.Fingerprint(r, d.Body)
+	fp := e.cfg.Fingerprint(r, body)
 	store := r.Route.Store
 	if store == nil {
 		store = e.store

@@ -930,3 +930,18 @@ func equalOutcomes(a, b []idem.Outcome) bool {
 	}
 	return true
 }
+
+func TestBodyBytesAreFingerprintedInPlace(t *testing.T) {
+	f := newFixture(t, func(c *idem.Config) { c.MaxRequestBody = 8 })
+	r := req("k", "")
+	r.Body, r.BodyBytes = nil, []byte("12345678")
+	d := f.eng.Begin(r)
+	if d.Action != idem.Run || d.BodyRead || d.Body != nil {
+		t.Fatalf("decision %+v: want a run that leaves the body to the adapter", d)
+	}
+	_ = d.Lease.Complete(idem.Recorded{Status: 201})
+	r.BodyBytes = []byte("12345679")
+	mustProblem(t, f.serve(r, nil), 422, idem.ProblemKeyReused)
+	r.BodyBytes = []byte("123456789")
+	mustProblem(t, f.serve(r, nil), 413, idem.ProblemRequestTooLarge)
+}

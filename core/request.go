@@ -83,6 +83,11 @@ type Header interface {
 
 // Request is the framework-neutral view of an HTTP request that an adapter
 // hands to Engine.Begin.
+//
+// Begin does not keep the Request: an adapter may pass Path, RawQuery,
+// header values and BodyBytes that are views of its own buffers, valid only
+// while Begin runs. Method and Route.Name must be stable strings: the engine
+// keeps them in the Lease for its events.
 type Request struct {
 	Method   string
 	Path     string
@@ -95,6 +100,10 @@ type Request struct {
 	// the engine uses it to size its buffer and to refuse an oversized body
 	// before reading it.
 	ContentLength int64
+	// BodyBytes, when non-nil, is the whole body, already in memory (as
+	// fasthttp holds it). The engine fingerprints it without copying and
+	// without touching Body, and leaves Decision.BodyRead false.
+	BodyBytes []byte
 	// Context is the request's context; nil means context.Background().
 	Context context.Context
 	// Route holds the settings of the route that serves the request.

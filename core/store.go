@@ -134,6 +134,11 @@ var ErrLeaseLost = errors.New("idem: lease lost: the token is not the current ow
 //     in-flight record held by token. Renew extends the lease held by token
 //     to lease from now. When token does not hold the key's in-flight
 //     record, each returns ErrLeaseLost and changes nothing (fencing).
+//   - The completed record keeps the token and fingerprint given to
+//     Acquire; the State, Token, Fingerprint and ExpiresAt of rec are
+//     ignored. A record completed as NotReplayable keeps only its status.
+//   - A nil fingerprint stays nil and an empty one stays empty (non-nil):
+//     the engine skips the mismatch check only for nil.
 //   - A returned record is the caller's own: mutating it never changes what
 //     the store holds, and mutating a record after passing it to Complete
 //     never changes what the store holds either.
