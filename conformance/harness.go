@@ -20,8 +20,11 @@ type Harness interface {
 	//
 	// Every route is served with the adapter's middleware built from
 	// app.Engine, with the route's Settings applied the adapter's way for
-	// route-level settings. Each route's handler does what Handler.Serve
-	// says; the framework's own recovery and error handling stay in place.
+	// route-level settings: the way the adapter documents for giving one
+	// route a policy, store or retention of its own that wins over the
+	// engine's configuration (B2, B27). Each route's handler does what
+	// Handler.Serve says; the framework's own recovery and error handling
+	// stay in place.
 	Serve(t testing.TB, app App) string
 
 	// Lacks names the capabilities the adapter or its framework does not
@@ -93,6 +96,10 @@ type Handler struct {
 	closed   bool
 	once     sync.Once
 }
+
+// HijackedResponse is what a harness writes on a hijacked connection
+// before it closes it.
+const HijackedResponse = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 8\r\nConnection: close\r\n\r\nhijacked"
 
 // ErrScripted is the error a Fail handler returns.
 var ErrScripted = errors.New("conformance: scripted handler error")

@@ -1,0 +1,146 @@
+package idemhttp
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+
+	idem "github.com/idemkit/idem/core"
+)
+
+// Recorder is the http.ResponseWriter a handler writes through while it
+// runs under a lease. It passes everything on to the underlying writer at
+// once and records the status, the header as sent and up to a limit of body
+// bytes. It implements http.Flusher, http.Hijacker and io.ReaderFrom, and
+// Unwrap for http.ResponseController; a flush or a hijack, directly or
+// through a ResponseController, is recorded.
+//
+// A Recorder is used by one handler goroutine, like any ResponseWriter.
+type Recorder struct {
+	w           http.ResponseWriter
+	max         int
+	status      int
+	header      http.Header
+	wroteHeader bool
+	body        []byte
+	truncated   bool
+	streamed    bool
+	hijacked    bool
+}
+
+// NewRecorder returns a Recorder that writes to w and records up to
+// maxBody body bytes (see idem.Lease.MaxBody).
+func NewRecorder(w http.ResponseWriter, maxBody int) *Recorder {
+	return &Recorder{w: w, max: maxBody}
+}
+
+// Header returns the underlying writer's header map.
+func (r *Recorder) Header() http.Header { return r.w.Header() }
+
+// WriteHeader records the status and a copy of the header, then sends
+// them. Informational (1xx) statuses pass through unrecorded.
+func (r *Recorder) WriteHeader(code int) {
+	if !r.wroteHeader && !r.hijacked && (code < 100 || code >= 200 || code == http.StatusSwitchingProtocols) {
+		r.wroteHeader = true
+		r.status = code
+		r.header = r.w.Header().Clone()
+	}
+	r.w.WriteHeader(code)
+}
+
+// Write sends p and records it within the limit.
+func (r *Recorder) Write(p []byte) (int, error) {
+	if !r.wroteHeader {
+		r.WriteHeader(http.StatusOK)
+	}
+	n, err := r.w.Write(p)
+	r.record(p[:n])
+	return n, err
+}
+
+func (r *Recorder) record(p []byte) {
+	if r.truncated {
+		return
+	}
+	if room := r.max - len(r.body); len(p) > room {
+		r.body = append(r.body, p[:room]...)
+		r.truncated = true
+		return
+	}
+	r.body = append(r.body, p...)
+}
+
+// ReadFrom copies src to the response. The bytes the Recorder keeps go
+// through Write; past the limit the rest goes to the underlying writer's
+// own ReadFrom, so net/http can still use sendfile for large bodies.
+func (r *Recorder) ReadFrom(src io.Reader) (int64, error) {
+	if !r.wroteHeader {
+		r.WriteHeader(http.StatusOK)
+	}
+	var n int64
+	if !r.truncated {
+		m, err := io.CopyN(writerOnly{r}, src, int64(r.max-len(r.body))+1)
+		n += m
+		switch {
+		case err == io.EOF:
+			return n, nil
+		case err != nil:
+			return n, err
+		}
+	}
+	var m int64
+	var err error
+	if rf, ok := r.w.(io.ReaderFrom); ok {
+		m, err = rf.ReadFrom(src)
+	} else {
+		m, err = io.Copy(writerOnly{r.w}, src)
+	}
+	return n + m, err
+}
+
+// writerOnly hides every method but Write, so io.Copy does not call
+// ReadFrom back.
+type writerOnly struct{ io.Writer }
+
+// Flush sends what was written so far to the client and records the
+// response as streamed.
+func (r *Recorder) Flush() { _ = r.FlushError() }
+
+// FlushError is Flush that reports an error, as http.ResponseController
+// uses it. The response counts as streamed once a flush succeeded.
+func (r *Recorder) FlushError() error {
+	if !r.wroteHeader {
+		r.WriteHeader(http.StatusOK)
+	}
+	err := http.NewResponseController(r.w).Flush()
+	if err == nil {
+		r.streamed = true
+	}
+	return err
+}
+
+// Hijack takes over the connection from the underlying writer. The
+// recording then no longer describes the response: the lease is released.
+func (r *Recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(r.w).Hijack()
+	if err == nil {
+		r.hijacked = true
+	}
+	return conn, rw, err
+}
+
+// Unwrap returns the underlying writer, for http.ResponseController.
+func (r *Recorder) Unwrap() http.ResponseWriter { return r.w }
+
+// Hijacked reports whether the handler hijacked the connection.
+func (r *Recorder) Hijacked() bool { return r.hijacked }
+
+// Recorded returns what the Recorder saw, for idem.Lease.Complete.
+func (r *Recorder) Recorded() idem.Recorded {
+	header := r.header
+	if !r.wroteHeader {
+		header = r.w.Header()
+	}
+	return idem.Recorded{Status: r.status, Header: header, Body: r.body, Truncated: r.truncated, Streamed: r.streamed}
+}

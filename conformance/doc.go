@@ -1,0 +1,37 @@
+// Package conformance is the adapter conformance suite of idem: a table of
+// named cases that speak real HTTP to an application served through an
+// adapter and check every rule of the behaviour contract a client can
+// observe.
+//
+// Each case is a subtest named after the rule it checks, such as
+// "B10/key_reused_with_other_body", and prints a one-line explanation when
+// it fails. Every case builds a fresh engine on a fresh store and its own
+// App, has its own timeout, and is safe under the race detector.
+//
+// # Running the suite against an adapter
+//
+// Implement [Harness] in a _test.go file of the adapter's module: Serve
+// starts a server for an [App] on a loopback listener, with the adapter's
+// middleware built from App.Engine and, for each [Route] whose Settings are
+// not zero, the route-level settings applied the way the adapter tells its
+// users to give one route its own policy, store and retention. Each route's
+// handler reads the whole request body, calls [Handler.Serve] with the
+// request's context and does what the returned [Step] says. Lacks names
+// the capabilities the framework does not have; the cases that need them
+// skip with that reason. Then call [Run]:
+//
+//	func TestConformance(t *testing.T) {
+//		conformance.Run(t, myHarness{})
+//	}
+//
+// [WithStore] runs every case on stores of your own instead of the
+// in-memory store, to check a store and an adapter together:
+//
+//	conformance.Run(t, myHarness{}, conformance.WithStore(func(t testing.TB) idem.Store {
+//		return newRedisStore(t)
+//	}))
+//
+// The package imports only the standard library and the core package; it
+// never imports an adapter. Stores have their own suite, in package
+// storetest.
+package conformance

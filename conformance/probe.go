@@ -1,0 +1,95 @@
+package conformance
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	idem "github.com/idemkit/idem/core"
+)
+
+// errStoreDown is what a probeStore returns for the faults it simulates.
+var errStoreDown = errors.New("conformance: simulated store failure")
+
+// probeStore wraps the case's store: it counts calls, remembers the tokens
+// of the leases it granted and simulates faults. Set the fault fields
+// before the store is used.
+type probeStore struct {
+	idem.Store
+
+	// failAcquire makes every Acquire fail (B22).
+	failAcquire bool
+	// failComplete makes every Complete fail (B23).
+	failComplete bool
+	// failFirstRenew makes every Renew of the first lease fail (B16).
+	failFirstRenew bool
+	// crashFirst makes the first lease's owner vanish: its Renew, Complete
+	// and Release fail and change nothing, as if its process had died
+	// (B17).
+	crashFirst bool
+
+	calls atomic.Int64
+	mu    sync.Mutex
+	first *idem.Token
+	lease []idem.Token
+}
+
+func (s *probeStore) isFirst(token idem.Token) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.first != nil && *s.first == token
+}
+
+// leases returns the tokens of the leases granted so far.
+func (s *probeStore) leases() []idem.Token {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]idem.Token(nil), s.lease...)
+}
+
+// Acquire implements idem.Store.
+func (s *probeStore) Acquire(ctx context.Context, key string, token idem.Token, fp []byte, lease time.Duration) (*idem.Record, error) {
+	s.calls.Add(1)
+	if s.failAcquire {
+		return nil, errStoreDown
+	}
+	rec, err := s.Store.Acquire(ctx, key, token, fp, lease)
+	if rec == nil && err == nil {
+		s.mu.Lock()
+		if s.first == nil {
+			s.first = &token
+		}
+		s.lease = append(s.lease, token)
+		s.mu.Unlock()
+	}
+	return rec, err
+}
+
+// Complete implements idem.Store.
+func (s *probeStore) Complete(ctx context.Context, key string, token idem.Token, rec *idem.Record, retention time.Duration) error {
+	s.calls.Add(1)
+	if s.failComplete || s.crashFirst && s.isFirst(token) {
+		return errStoreDown
+	}
+	return s.Store.Complete(ctx, key, token, rec, retention)
+}
+
+// Release implements idem.Store.
+func (s *probeStore) Release(ctx context.Context, key string, token idem.Token) error {
+	s.calls.Add(1)
+	if s.crashFirst && s.isFirst(token) {
+		return errStoreDown
+	}
+	return s.Store.Release(ctx, key, token)
+}
+
+// Renew implements idem.Store.
+func (s *probeStore) Renew(ctx context.Context, key string, token idem.Token, lease time.Duration) error {
+	s.calls.Add(1)
+	if (s.failFirstRenew || s.crashFirst) && s.isFirst(token) {
+		return errStoreDown
+	}
+	return s.Store.Renew(ctx, key, token, lease)
+}
