@@ -3,11 +3,14 @@ module github.com/idemkit/idem/adapters/chi
 go 1.25
 
 require (
-	github.com/idemkit/idem/core v0.0.0
-	github.com/idemkit/idem/conformance v0.0.0
+	github.com/go-chi/chi/v5 v5.5.0
 	github.com/idemkit/idem/adapters/nethttp v0.0.0
+	github.com/idemkit/idem/conformance v0.0.0
+	github.com/idemkit/idem/core v0.0.0
 )
 
-replace github.com/idemkit/idem/core => ../../core
-replace github.com/idemkit/idem/conformance => ../../conformance
 replace github.com/idemkit/idem/adapters/nethttp => ../nethttp
+
+replace github.com/idemkit/idem/conformance => ../../conformance
+
+replace github.com/idemkit/idem/core => ../../core

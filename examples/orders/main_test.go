@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// executedLog is a slog handler that reports every "executed" decision of
+// the engine: the moment a request won its key's lease.
+type executedLog struct{ executed chan struct{} }
+
+func (h executedLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h executedLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h executedLog) WithGroup(string) slog.Handler            { return h }
+func (h executedLog) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "outcome" && a.Value.String() == "executed" {
+			select {
+			case h.executed <- struct{}{}:
+			default:
+			}
+		}
+		return true
+	})
+	return nil
+}
+
+// start serves the API with the given adapter on a random loopback port
+// until the test ends, and returns its base URL and the executed signal.
+func start(t *testing.T, adapter string, latency time.Duration) (string, <-chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := executedLog{executed: make(chan struct{}, 16)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, ln, options{adapter: adapter, store: "memory", latency: latency}, slog.New(log))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String(), log.executed
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// send sends a request, with an Idempotency-Key unless key is empty.
+func send(method, url, key, body string) (answer, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return answer{}, err
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, resp.Header, string(b)}, err
+}
+
+func post(t *testing.T, url, key, body string) answer {
+	t.Helper()
+	a, err := send(http.MethodPost, url, key, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func get(t *testing.T, url string) answer {
+	t.Helper()
+	a, err := send(http.MethodGet, url, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func (a answer) want(t *testing.T, what string, status int, replayed bool) {
+	t.Helper()
+	if a.status != status {
+		t.Fatalf("%s: status %d, want %d; body %s", what, a.status, status, a.body)
+	}
+	if got := a.header.Get("Idempotent-Replayed") == "true"; got != replayed {
+		t.Fatalf("%s: Idempotent-Replayed %q, want replayed=%v", what, a.header.Get("Idempotent-Replayed"), replayed)
+	}
+}
+
+func orders(t *testing.T, base string) []Order {
+	t.Helper()
+	a := get(t, base+"/orders")
+	a.want(t, "GET /orders", http.StatusOK, false)
+	var list []Order
+	if err := json.Unmarshal([]byte(a.body), &list); err != nil {
+		t.Fatalf("GET /orders: %v in %s", err, a.body)
+	}
+	return list
+}
+
+func decode[T any](t *testing.T, a answer) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(a.body), &v); err != nil {
+		t.Fatalf("decode %s: %v", a.body, err)
+	}
+	return v
+}
+
+func TestOrdersAPI(t *testing.T) {
+	for _, adapter := range slices.Sorted(maps.Keys(adapters)) {
+		t.Run(adapter, func(t *testing.T) {
+			t.Parallel()
+			t.Run("orders", func(t *testing.T) { testOrders(t, adapter) })
+			t.Run("in flight", func(t *testing.T) { testInFlight(t, adapter) })
+			t.Run("payments and webhooks", func(t *testing.T) { testPaymentsAndWebhooks(t, adapter) })
+		})
+	}
+}
+
+func testOrders(t *testing.T, adapter string) {
+	base, _ := start(t, adapter, 0)
+	const body = `{"sku":"TSHIRT-M","qty":2}`
+
+	first := post(t, base+"/orders", "order-1", body)
+	first.want(t, "first POST", http.StatusCreated, false)
+	o := decode[Order](t, first)
+	if o.SKU != "TSHIRT-M" || o.Qty != 2 || o.ID == "" {
+		t.Fatalf("created %+v from %s", o, body)
+	}
+	if loc := first.header.Get("Location"); loc != "/orders/"+o.ID {
+		t.Fatalf("Location %q, want /orders/%s", loc, o.ID)
+	}
+
+	retry := post(t, base+"/orders", "order-1", body)
+	retry.want(t, "retry", http.StatusCreated, true)
+	if retry.body != first.body || retry.header.Get("Location") != first.header.Get("Location") {
+		t.Fatalf("retry answered %q (Location %q), want the original %q (Location %q)",
+			retry.body, retry.header.Get("Location"), first.body, first.header.Get("Location"))
+	}
+	if list := orders(t, base); len(list) != 1 || list[0] != o {
+		t.Fatalf("GET /orders = %+v, want only %+v", list, o)
+	}
+	if one := get(t, base+"/orders/"+o.ID); one.status != http.StatusOK || decode[Order](t, one) != o {
+		t.Fatalf("GET /orders/%s: %d %s", o.ID, one.status, one.body)
+	}
+
+	other := post(t, base+"/orders", "order-1", `{"sku":"TSHIRT-M","qty":3}`)
+	other.want(t, "same key, other body", http.StatusUnprocessableEntity, false)
+	if ct := other.header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("422 Content-Type %q", ct)
+	}
+
+	missing := post(t, base+"/orders", "", body)
+	missing.want(t, "no key", http.StatusBadRequest, false)
+
+	bad := post(t, base+"/orders", "order-2", `{"sku":"MUG",`)
+	bad.want(t, "malformed body", http.StatusBadRequest, false)
+	fixed := post(t, base+"/orders", "order-2", `{"sku":"MUG","qty":1}`)
+	fixed.want(t, "corrected retry", http.StatusCreated, false)
+	if o2 := decode[Order](t, fixed); o2.SKU != "MUG" || o2.ID == o.ID {
+		t.Fatalf("corrected retry created %+v", o2)
+	}
+	if list := orders(t, base); len(list) != 2 {
+		t.Fatalf("GET /orders = %+v, want two orders", list)
+	}
+}
+
+func testInFlight(t *testing.T, adapter string) {
+	const latency = 2 * time.Second
+	base, executed := start(t, adapter, latency)
+	const body = `{"sku":"LAMP","qty":1}`
+
+	type result struct {
+		answer
+		err error
+	}
+	firstDone := make(chan result, 1)
+	go func() {
+		a, err := send(http.MethodPost, base+"/orders", "slow-1", body)
+		firstDone <- result{a, err}
+	}()
+	select {
+	case <-executed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first request never started")
+	}
+
+	dup := post(t, base+"/orders", "slow-1", body)
+	dup.want(t, "duplicate while the first runs", http.StatusConflict, false)
+	if dup.header.Get("Retry-After") == "" {
+		t.Fatal("409 without Retry-After")
+	}
+
+	res := <-firstDone
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	first := res.answer
+	first.want(t, "first request", http.StatusCreated, false)
+	after := post(t, base+"/orders", "slow-1", body)
+	after.want(t, "retry after the first finished", http.StatusCreated, true)
+	if after.body != first.body {
+		t.Fatalf("replay %q, want %q", after.body, first.body)
+	}
+	if list := orders(t, base); len(list) != 1 {
+		t.Fatalf("GET /orders = %+v, want one order", list)
+	}
+}
+
+func testPaymentsAndWebhooks(t *testing.T, adapter string) {
+	base, _ := start(t, adapter, 0)
+	const pay = `{"amount":1250,"currency":"EUR"}`
+
+	a := decode[Payment](t, post(t, base+"/payments", "", pay))
+	b := decode[Payment](t, post(t, base+"/payments", "", pay))
+	if a.ID == "" || a.ID == b.ID {
+		t.Fatalf("two payments without a key: %q and %q, want two different payments", a.ID, b.ID)
+	}
+
+	first := post(t, base+"/payments", "pay-1", pay)
+	first.want(t, "payment with a key", http.StatusCreated, false)
+	retry := post(t, base+"/payments", "pay-1", pay)
+	retry.want(t, "payment retried with the key", http.StatusCreated, true)
+	if decode[Payment](t, retry) != decode[Payment](t, first) {
+		t.Fatalf("retry %s, want %s", retry.body, first.body)
+	}
+	if c := decode[Payment](t, post(t, base+"/payments", "", pay)); c.ID == decode[Payment](t, first).ID {
+		t.Fatalf("a payment without a key reused %s", c.ID)
+	}
+
+	type delivery struct{ Delivery int64 }
+	w1 := post(t, base+"/webhooks", "hook-1", `{"event":"shipped"}`)
+	w1.want(t, "webhook", http.StatusAccepted, false)
+	w2 := post(t, base+"/webhooks", "hook-1", `{"event":"shipped"}`)
+	w2.want(t, "webhook again, same key", http.StatusAccepted, false)
+	w3 := post(t, base+"/webhooks", "", `{"event":"other"}`)
+	w3.want(t, "webhook without a key", http.StatusAccepted, false)
+	if n1, n2, n3 := decode[delivery](t, w1).Delivery, decode[delivery](t, w2).Delivery, decode[delivery](t, w3).Delivery; n1 != 1 || n2 != 2 || n3 != 3 {
+		t.Fatalf("webhook deliveries %d, %d, %d; want 1, 2, 3 (it runs every time)", n1, n2, n3)
+	}
+}
