@@ -1,0 +1,85 @@
+package idemecho_test
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+
+	idemecho "github.com/idemkit/idem/adapters/echo"
+	idem "github.com/idemkit/idem/core"
+	"github.com/labstack/echo/v4"
+)
+
+// benchApp serves POST /orders with a 64-byte JSON answer, with or without
+// the idem middleware, on the in-memory store.
+func benchApp(b *testing.B, withIdem bool) *echo.Echo {
+	return benchAppMounted(b, withIdem, false)
+}
+
+// benchAppMounted mounts idem with e.Use, or, when merged, as a group layer
+// and a route layer that merge on every request.
+func benchAppMounted(b *testing.B, withIdem, merged bool) *echo.Echo {
+	e := echo.New()
+	answer := `{"order":"ord_0123456789","status":"created","amount":1999,"x":1}`
+	handler := func(c echo.Context) error {
+		c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+		return c.String(http.StatusCreated, answer)
+	}
+	if !withIdem {
+		e.POST("/orders", handler)
+		return e
+	}
+	engine, err := idem.New(idem.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = engine.Close() })
+	if merged {
+		e.Group("", idemecho.Middleware(engine)).POST("/orders", handler, idemecho.Required(engine))
+	} else {
+		e.Use(idemecho.Middleware(engine))
+		e.POST("/orders", handler)
+	}
+	return e
+}
+
+func benchServe(b *testing.B, e *echo.Echo, key func(i int) string) {
+	body := `{"sku":"book","quantity":1}`
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		req := httptest.NewRequest(http.MethodPost, "/orders", strings.NewReader(body))
+		if k := key(i); k != "" {
+			req.Header.Set(idem.DefaultHeaderName, k)
+		}
+		rec := httptest.NewRecorder()
+		e.ServeHTTP(rec, req)
+		if rec.Code != http.StatusCreated {
+			b.Fatalf("status %d", rec.Code)
+		}
+	}
+}
+
+// BenchmarkBaseline is the same request without idem, to subtract.
+func BenchmarkBaseline(b *testing.B) {
+	benchServe(b, benchApp(b, false), func(int) string { return "" })
+}
+
+// BenchmarkExecute runs the handler under a fresh key every time: lease,
+// record, complete.
+func BenchmarkExecute(b *testing.B) {
+	benchServe(b, benchApp(b, true), func(i int) string { return "key-" + strconv.Itoa(i) })
+}
+
+// BenchmarkReplay answers every request from the recorded response.
+func BenchmarkReplay(b *testing.B) {
+	benchServe(b, benchApp(b, true), func(int) string { return "same-key" })
+}
+
+// BenchmarkReplayMerged replays through a group layer and a route layer,
+// which echo composes, and idemecho merges, on every request.
+func BenchmarkReplayMerged(b *testing.B) {
+	benchServe(b, benchAppMounted(b, true, true), func(int) string { return "same-key" })
+}
