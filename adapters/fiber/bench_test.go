@@ -1,0 +1,88 @@
+package idemfiber_test
+
+import (
+	"strconv"
+	"testing"
+
+	"github.com/gofiber/fiber/v2"
+	idemfiber "github.com/idemkit/idem/adapters/fiber"
+	idem "github.com/idemkit/idem/core"
+	"github.com/valyala/fasthttp"
+)
+
+// benchApp serves POST and GET /orders through fasthttp's handler directly,
+// without a network, with or without idemfiber in front.
+func benchApp(b testing.TB, withIdem bool) fasthttp.RequestHandler {
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	if withIdem {
+		app.Use(idemfiber.New(newEngine(b, idem.Config{})))
+	}
+	h := func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderLocation, "/orders/1")
+		return c.Status(fiber.StatusCreated).Send(c.Body())
+	}
+	app.Post("/orders", h)
+	app.Get("/orders", h)
+	return app.Handler()
+}
+
+func benchRequest(method, key string) *fasthttp.Request {
+	req := &fasthttp.Request{}
+	req.Header.SetMethod(method)
+	req.SetRequestURI("/orders?source=bench")
+	req.Header.SetContentType("application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	req.SetBodyString(`{"item":"coffee","quantity":2,"customer":"c-1234"}`)
+	return req
+}
+
+func serveBench(b *testing.B, h fasthttp.RequestHandler, req *fasthttp.Request, next func(i int, req *fasthttp.Request), want int, replayed bool) {
+	var fctx fasthttp.RequestCtx
+	fctx.Init(req, nil, nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if next != nil {
+			next(i, &fctx.Request)
+		}
+		fctx.Response.Reset()
+		fctx.ResetUserValues() // as fasthttp's server does between requests
+		h(&fctx)
+		if fctx.Response.StatusCode() != want || (len(fctx.Response.Header.Peek(idem.ReplayedHeader)) > 0) != replayed {
+			b.Fatalf("status %d, want %d (replayed %v): %s", fctx.Response.StatusCode(), want, replayed, fctx.Response.Body())
+		}
+	}
+}
+
+// BenchmarkFirstRequest: every request carries a new key, so the handler
+// runs under a lease and its response is recorded.
+func BenchmarkFirstRequest(b *testing.B) {
+	h := benchApp(b, true)
+	key := make([]byte, 0, 32)
+	serveBench(b, h, benchRequest("POST", ""), func(i int, req *fasthttp.Request) {
+		key = strconv.AppendInt(append(key[:0], "bench-key-"...), int64(i), 10)
+		req.Header.SetBytesV("Idempotency-Key", key)
+	}, fiber.StatusCreated, false)
+}
+
+// BenchmarkReplay: every request repeats one key and is replayed.
+func BenchmarkReplay(b *testing.B) {
+	h := benchApp(b, true)
+	req := benchRequest("POST", "replayed-key")
+	var first fasthttp.RequestCtx
+	first.Init(req, nil, nil)
+	h(&first)
+	serveBench(b, h, req, nil, fiber.StatusCreated, true)
+}
+
+// BenchmarkSafeMethod: a GET passes straight through idemfiber.
+func BenchmarkSafeMethod(b *testing.B) {
+	serveBench(b, benchApp(b, true), benchRequest("GET", ""), nil, fiber.StatusCreated, false)
+}
+
+// BenchmarkWithoutIdem is the same POST without idemfiber, the baseline.
+func BenchmarkWithoutIdem(b *testing.B) {
+	serveBench(b, benchApp(b, false), benchRequest("POST", "k"), nil, fiber.StatusCreated, false)
+}
