@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	idem "github.com/idemkit/idem/core"
@@ -751,6 +753,43 @@ var cases = []testCase{
 		}},
 
 	// B25
+	{"B24/client_disconnect_still_records",
+		"a client that hangs up while the handler runs does not cancel the recording: the retry is a replay, not a second execution",
+		nil, func(f *fixture) {
+			g := f.gate()
+			h := orderHandler()
+			h.Gate = g.ch
+			f.serve(f.engine(idem.Config{}), post("/orders", h))
+			k := f.key()
+			ctx, hangUp := context.WithCancel(f.ctx)
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.base+"/orders", bytes.NewReader(created))
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			req.Header.Set("Idempotency-Key", k)
+			done := make(chan error, 1)
+			go func() {
+				resp, err := f.client.Do(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				done <- err
+			}()
+			f.wait(h.Entered(), "the handler runs")
+			hangUp()
+			if err := <-done; err == nil {
+				f.t.Fatal("the request was not cancelled")
+			}
+			g.open()
+			var r reply
+			f.waitFor(func() bool {
+				r = f.post("/orders", created, key(k))
+				return r.err != nil || r.status != http.StatusConflict
+			}, "the first request's record is completed")
+			f.expectBody(r, 201, created, "retry after the client hung up")
+			f.expectReplayed(r, true, "retry after the client hung up")
+			f.expectCalls(h, 1, "client disconnect")
+		}},
 	{"B25/problems_are_problem_json",
 		"every response the engine writes itself is application/problem+json with type, title, status and detail",
 		nil, func(f *fixture) {
@@ -869,6 +908,69 @@ var cases = []testCase{
 			f.expectCalls(short, 2, "short retention")
 			f.expectCalls(long, 1, "default retention")
 		}},
+	{"B28/decisions_are_reported_without_secrets",
+		"every decision reaches the observer and the logger, and neither ever sees the raw key or a body",
+		nil, func(f *fixture) {
+			var mu sync.Mutex
+			var events []idem.Event
+			var logs bytes.Buffer
+			logger := slog.New(slog.NewTextHandler(lockedWriter{w: &logs, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			observer := idem.ObserverFunc(func(_ context.Context, ev idem.Event) {
+				mu.Lock()
+				events = append(events, ev)
+				mu.Unlock()
+			})
+			f.serve(f.engine(idem.Config{Observer: observer, Logger: logger}), post("/orders", orderHandler()))
+			k := "secret-key-" + f.key()
+			body := []byte(`{"card":"4242424242424242"}`)
+			seen := func(o idem.Outcome) bool {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, ev := range events {
+					if ev.Outcome == o {
+						return true
+					}
+				}
+				return false
+			}
+			f.expect(f.post("/orders", body, key(k)), 201, "first")
+			f.waitFor(func() bool { return seen(idem.Stored) }, "the stored event is reported")
+			f.expect(f.post("/orders", body, key(k)), 201, "replay")
+			f.expect(f.post("/orders", []byte(`{"card":"other"}`), key(k)), 422, "mismatch")
+			f.expect(f.post("/orders", body), 400, "missing key")
+			f.expect(f.post("/orders", body, key("a,b")), 400, "invalid key")
+			for _, o := range []idem.Outcome{idem.Executed, idem.Stored, idem.Replayed, idem.Mismatch, idem.Missing, idem.Invalid} {
+				if !seen(o) {
+					f.t.Fatalf("no %s event was reported", o)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, ev := range events {
+				if ev.KeyID != "" && (len(ev.KeyID) > 16 || strings.Contains(k, ev.KeyID)) {
+					f.t.Fatalf("event %+v carries more than a short storage-key prefix", ev)
+				}
+			}
+			out := logs.String()
+			if strings.Contains(out, k) || strings.Contains(out, "4242") {
+				f.t.Fatalf("the log shows the raw key or the body:\n%s", out)
+			}
+			if !strings.Contains(out, "outcome=replayed") {
+				f.t.Fatalf("the log lacks the replay:\n%s", out)
+			}
+		}},
+}
+
+// lockedWriter serializes writes to w under mu.
+type lockedWriter struct {
+	w  *bytes.Buffer
+	mu *sync.Mutex
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // heldHandler returns an order handler held until its gate opens.
