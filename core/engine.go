@@ -140,10 +140,8 @@ func (e *Engine) Begin(r *Request) Decision {
 	if e.isSafe(r.Method) {
 		return e.pass(ctx, ev, Decision{})
 	}
-	policy := r.Route.Policy
-	if policy == Inherit {
-		policy = e.cfg.DefaultPolicy
-	}
+	route := e.Resolve(r.Route)
+	policy := route.Policy
 	if policy == Exempt {
 		return e.pass(ctx, ev, Decision{})
 	}
@@ -191,10 +189,7 @@ func (e *Engine) Begin(r *Request) Decision {
 	storageKey := e.cfg.EncodeKey(e.cfg.Scope(r), key)
 	ev.KeyID = keyID(storageKey)
 	fp := e.cfg.Fingerprint(r, body)
-	store := r.Route.Store
-	if store == nil {
-		store = e.store
-	}
+	store := route.Store
 	token := e.tokens.token()
 
 	var deadline time.Time
@@ -213,12 +208,8 @@ func (e *Engine) Begin(r *Request) Decision {
 			return e.problem(ctx, ev, problemStoreUnavailable(storeRetryAfter))
 		}
 		if rec == nil {
-			retention := r.Route.Retention
-			if retention <= 0 {
-				retention = e.cfg.Retention
-			}
 			d.Action = Run
-			d.Lease = e.newLease(ctx, store, storageKey, token, fp, retention, ev)
+			d.Lease = e.newLease(ctx, store, storageKey, token, fp, route.Retention, ev)
 			ev.Outcome = Executed
 			e.report(ctx, ev)
 			return d
@@ -496,17 +487,7 @@ func (l *Lease) Complete(rec Recorded) error {
 	ctx, cancel := l.e.storeContext(l.ctx, l.store)
 	err := l.store.Complete(ctx, l.key, l.token, stored, l.retention)
 	cancel()
-	ev := l.ev
-	ev.Status = status
-	switch {
-	case errors.Is(err, ErrLeaseLost):
-		ev.Outcome, ev.Err = LeaseLost, err
-	case err != nil:
-		ev.Outcome, ev.Err = StoreError, err
-	default:
-		ev.Outcome = Stored
-	}
-	l.e.report(l.ctx, ev)
+	l.reportEnd(status, err, Stored, nil)
 	return err
 }
 
@@ -524,6 +505,14 @@ func (l *Lease) release(status int, cause error) error {
 	ctx, cancel := l.e.storeContext(l.ctx, l.store)
 	err := l.store.Release(ctx, l.key, l.token)
 	cancel()
+	l.reportEnd(status, err, Released, cause)
+	return err
+}
+
+// reportEnd reports how the store write that ended the lease went: err
+// from the store, or else outcome with cause (Stored, or Released with
+// why the lease was given up).
+func (l *Lease) reportEnd(status int, err error, outcome Outcome, cause error) {
 	ev := l.ev
 	ev.Status = status
 	switch {
@@ -532,10 +521,9 @@ func (l *Lease) release(status int, cause error) error {
 	case err != nil:
 		ev.Outcome, ev.Err = StoreError, err
 	default:
-		ev.Outcome, ev.Err = Released, cause
+		ev.Outcome, ev.Err = outcome, cause
 	}
 	l.e.report(l.ctx, ev)
-	return err
 }
 
 // filterHeader keeps the allowlisted header fields (B20).

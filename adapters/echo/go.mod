@@ -3,6 +3,7 @@ module github.com/idemkit/idem/adapters/echo
 go 1.25.0
 
 require (
+	github.com/idemkit/idem/adapters/nethttp v0.0.0
 	github.com/idemkit/idem/conformance v0.0.0
 	github.com/idemkit/idem/core v0.0.0
 	github.com/labstack/echo/v4 v4.16.0
@@ -20,6 +21,8 @@ require (
 	golang.org/x/text v0.40.0 // indirect
 	golang.org/x/time v0.15.0 // indirect
 )
+
+replace github.com/idemkit/idem/adapters/nethttp => ../nethttp
 
 replace github.com/idemkit/idem/core => ../../core
 

@@ -8,11 +8,11 @@ import (
 	"log/slog"
 	"net/http"
 	"reflect"
-	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
+	idemhttp "github.com/idemkit/idem/adapters/nethttp"
 	idem "github.com/idemkit/idem/core"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
@@ -133,11 +133,11 @@ func (cfg Config) ToMiddleware() (echo.MiddlewareFunc, error) {
 	if cfg.Engine == nil {
 		errs = append(errs, errors.New("idemecho: config: Engine is nil"))
 	}
-	if cfg.Policy > idem.Manual {
-		errs = append(errs, fmt.Errorf("idemecho: config: Policy %d is not a policy", cfg.Policy))
-	}
-	if cfg.Retention < 0 || cfg.Retention > 0 && cfg.Retention < time.Millisecond {
-		errs = append(errs, fmt.Errorf("idemecho: config: Retention %v is neither 0 nor at least 1ms", cfg.Retention))
+	route := idem.Route{Policy: cfg.Policy, Store: cfg.Store, Retention: cfg.Retention}
+	if err := route.Validate(); err != nil {
+		for _, problem := range err.(interface{ Unwrap() []error }).Unwrap() {
+			errs = append(errs, fmt.Errorf("idemecho: config: %w", problem))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -149,11 +149,9 @@ func (cfg Config) ToMiddleware() (echo.MiddlewareFunc, error) {
 		engine:  cfg.Engine,
 		skipper: cfg.Skipper,
 		problem: cfg.ProblemHandler,
-		route:   idem.Route{Policy: cfg.Policy, Store: cfg.Store, Retention: cfg.Retention},
+		route:   route,
+		logger:  cfg.Engine.Config().Logger,
 	}
-	engineCfg := cfg.Engine.Config()
-	l.logger = engineCfg.Logger
-	l.defaults = idem.Route{Policy: engineCfg.DefaultPolicy, Store: cfg.Engine.Store(), Retention: engineCfg.Retention}
 	l.alone = []*layer{l}
 	return l.middleware, nil
 }
@@ -168,10 +166,10 @@ type layer struct {
 	skipper middleware.Skipper
 	problem func(echo.Context, *idem.Problem) error
 	route   idem.Route
-	// defaults are the engine's policy, store and retention.
-	defaults idem.Route
-	logger   *slog.Logger
-	warned   sync.Once
+	logger  *slog.Logger
+	// warned is set once the layer has warned that an outer layer ignored
+	// its settings.
+	warned atomic.Bool
 	// alone is the chain of this layer alone.
 	alone []*layer
 }
@@ -276,15 +274,17 @@ func serve(c echo.Context, chain []*layer, next echo.HandlerFunc) error {
 	}
 	d := innermost.engine.Begin(&ireq)
 	if d.TookPart() {
-		applied := route.Merge(innermost.defaults)
-		c.Set(handledKey, &applied)
+		c.Set(handledKey, &route)
 	}
 	switch d.Action {
 	case idem.Respond:
 		if d.Problem != nil && problem != nil {
 			return problem(c, d.Problem)
 		}
-		return writeResponse(c.Response(), d.Response)
+		// Through echo's Response, so that its hooks run and Committed
+		// is set.
+		idemhttp.WriteResponse(c.Response(), d.Response)
+		return nil
 	case idem.Run:
 		return run(c, next, &d)
 	}
@@ -304,9 +304,6 @@ func prepareRequest(c echo.Context, d *idem.Decision) {
 	}
 }
 
-// errHijacked is the cause reported when a handler took the connection over.
-var errHijacked = errors.New("idemecho: the handler hijacked the connection")
-
 // run runs the handler once under d.Lease while recording its response,
 // and completes or releases the lease.
 func run(c echo.Context, next echo.HandlerFunc, d *idem.Decision) error {
@@ -316,8 +313,8 @@ func run(c echo.Context, next echo.HandlerFunc, d *idem.Decision) error {
 	// A hijacked connection is the handler's from then on (a WebSocket
 	// session, say): the key is released at once, before the handler
 	// answers on the connection (B19).
-	rec := &recorder{ResponseWriter: sent, max: d.Lease.MaxBody(),
-		onHijack: func() { _ = d.Lease.Release(errHijacked) }}
+	rec := idemhttp.NewRecorder(sent, d.Lease.MaxBody())
+	rec.ReleaseOnHijack(d.Lease)
 	res.Writer = rec
 	finished := false
 	defer func() {
@@ -326,7 +323,7 @@ func run(c echo.Context, next echo.HandlerFunc, d *idem.Decision) error {
 			return
 		}
 		v := recover()
-		if !rec.hijacked {
+		if !rec.Hijacked() {
 			cause := errors.New("idemecho: the handler exited its goroutine")
 			if v != nil {
 				cause = fmt.Errorf("idemecho: the handler panicked: %v", v)
@@ -345,93 +342,27 @@ func run(c echo.Context, next echo.HandlerFunc, d *idem.Decision) error {
 	}
 	finished = true
 	switch {
-	case rec.hijacked: // released by Hijack
+	case rec.Hijacked(): // released by Hijack
 	case err != nil:
 		_ = d.Lease.Release(err)
 	default:
-		_ = d.Lease.Complete(rec.recorded())
+		_ = d.Lease.Complete(rec.Recorded())
 	}
 	return err
-}
-
-// writeResponse writes a replay or a problem through echo's Response, so
-// its hooks run and Committed is set.
-func writeResponse(res *echo.Response, r *idem.Response) error {
-	h := res.Header()
-	for i, f := range r.Header {
-		if !namedBefore(r.Header[:i], f.Name) {
-			h.Del(f.Name)
-		}
-		h.Add(f.Name, f.Value)
-	}
-	h.Set(echo.HeaderContentLength, strconv.Itoa(len(r.Body)))
-	res.WriteHeader(r.Status)
-	if len(r.Body) == 0 {
-		return nil
-	}
-	_, err := res.Write(r.Body)
-	return err
-}
-
-// namedBefore reports whether one of fields has the given name.
-func namedBefore(fields []idem.HeaderField, name string) bool {
-	for _, f := range fields {
-		if strings.EqualFold(f.Name, name) {
-			return true
-		}
-	}
-	return false
 }
 
 // warnIgnored logs, once per layer, that an outer layer processed a request
 // that this layer's own settings would have treated differently.
 func (l *layer) warnIgnored(c echo.Context, outer *idem.Route) {
-	if l.logger == nil {
+	if l.logger == nil || l.warned.Load() {
 		return
 	}
-	want := l.route.Merge(*outer)
-	var ignored []string
-	// An outer layer that took part saw a key, so Optional and Required
-	// behave alike.
-	if keyed(want.Policy) != keyed(outer.Policy) {
-		ignored = append(ignored, "policy "+want.Policy.String()+" (the request ran as "+outer.Policy.String()+")")
-	}
-	if !sameStore(want.Store, outer.Store) {
-		ignored = append(ignored, "store")
-	}
-	if want.Retention != outer.Retention {
-		ignored = append(ignored, "retention "+want.Retention.String()+" (the request used "+outer.Retention.String()+")")
-	}
-	if len(ignored) == 0 {
+	ignored := l.engine.Overrides(l.route, *outer)
+	if len(ignored) == 0 || l.warned.Swap(true) {
 		return
 	}
-	l.warned.Do(func() {
-		l.logger.LogAttrs(c.Request().Context(), slog.LevelWarn,
-			"idemecho: route-level idempotency settings ignored: an outer idem layer already handled the request; "+
-				"mount the outer layer with Optional or Exempt (or leave the route out with its Skipper) so the route's layer decides",
-			slog.String("route", c.Path()), slog.String("ignored", strings.Join(ignored, ", ")))
-	})
-}
-
-func keyed(p idem.Policy) idem.Policy {
-	if p == idem.Optional {
-		return idem.Required
-	}
-	return p
-}
-
-// sameStore compares two stores without panicking on a store type that is
-// not comparable.
-func sameStore(a, b idem.Store) bool {
-	ta := reflect.TypeOf(a)
-	if ta != reflect.TypeOf(b) {
-		return false
-	}
-	if ta == nil {
-		return true
-	}
-	if !ta.Comparable() {
-		return false
-	}
-	return a == b
+	l.logger.LogAttrs(c.Request().Context(), slog.LevelWarn,
+		"idemecho: route-level idempotency settings ignored: an outer idem layer already handled the request; "+
+			"mount the outer layer with Optional or Exempt (or leave the route out with its Skipper) so the route's layer decides",
+		slog.String("route", c.Path()), slog.String("ignored", strings.Join(ignored, ", ")))
 }

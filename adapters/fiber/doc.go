@@ -52,9 +52,9 @@
 // by the global handler with its settings. A global Required handler with a
 // route-level Exempt or Manual does not work at all: the global handler
 // already processed the request when the route's handler sees it. The
-// route-level handler then passes through and, when its settings differ
-// from those of the handler that processed the request and the engine has a
-// Logger, logs once a warning that its setting was ignored and how to mount
+// route-level handler then passes through and, when its settings would
+// have changed the outcome (see idem.Engine.Overrides) and the engine has a
+// Logger, logs once a warning naming the settings ignored and how to mount
 // it instead (mount the global handler with Exempt, or give it a Next that
 // skips the route).
 //

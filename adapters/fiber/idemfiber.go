@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,25 +87,17 @@ func New(e *idem.Engine, config ...Config) fiber.Handler {
 	if e == nil {
 		panic("idemfiber: New needs an engine")
 	}
-	switch cfg.Policy {
-	case idem.Inherit, idem.Required, idem.Optional, idem.Exempt, idem.Manual:
-	default:
-		panic(fmt.Sprintf("idemfiber: Config.Policy %d is not a policy", cfg.Policy))
-	}
-	if cfg.Retention < 0 {
-		panic(fmt.Sprintf("idemfiber: Config.Retention %v is negative", cfg.Retention))
+	route := idem.Route{Policy: cfg.Policy, Store: cfg.Store, Retention: cfg.Retention}
+	if err := route.Validate(); err != nil {
+		panic("idemfiber: Config." + err.Error())
 	}
 	l := &layer{
 		engine: e,
 		next:   cfg.Next,
 		name:   cfg.Name,
-		own: settings{
-			route:   idem.Route{Policy: cfg.Policy, Store: cfg.Store, Retention: cfg.Retention},
-			problem: cfg.ProblemHandler,
-		},
+		own:    settings{route: route, problem: cfg.ProblemHandler},
 		logger: e.Config().Logger,
 	}
-	l.policy = effectivePolicy(cfg.Policy, e.Config().DefaultPolicy)
 	l.hasSettings = l.own.route != (idem.Route{}) || l.own.problem != nil
 	return l.handle
 }
@@ -145,8 +138,9 @@ func withPolicy(e *idem.Engine, p idem.Policy, config []Config) fiber.Handler {
 }
 
 // Keys of the fasthttp user values through which stacked layers see each
-// other. A handledKey value is the *layer that took part in the request;
-// an outerKey value is the *settings of the outer layers that did not.
+// other. A handledKey value is the *settings that the layer which took
+// part in the request applied; an outerKey value is the *settings of the
+// outer layers that did not.
 type (
 	handledKey struct{}
 	outerKey   struct{}
@@ -185,7 +179,6 @@ type layer struct {
 	next        func(c *fiber.Ctx) bool
 	name        string
 	own         settings
-	policy      idem.Policy // own.route.Policy, Inherit resolved
 	hasSettings bool
 	logger      *slog.Logger
 	warned      atomic.Bool
@@ -197,7 +190,7 @@ func (l *layer) handle(c *fiber.Ctx) error {
 		return c.Next()
 	}
 	fctx := c.Context()
-	if outer, ok := fctx.UserValue(handledKey{}).(*layer); ok {
+	if outer, ok := fctx.UserValue(handledKey{}).(*settings); ok {
 		l.warnIgnored(c, outer)
 		return c.Next()
 	}
@@ -249,7 +242,7 @@ func (l *layer) handle(c *fiber.Ctx) error {
 		}
 		return c.Next()
 	}
-	fctx.SetUserValue(handledKey{}, l)
+	fctx.SetUserValue(handledKey{}, eff)
 
 	switch d.Action {
 	case idem.Respond:
@@ -335,39 +328,23 @@ func (l *layer) run(c *fiber.Ctx, lease *idem.Lease, fold bool) error {
 	return nil
 }
 
-// warnIgnored logs, once per layer, that the layer's settings were ignored
-// because an outer layer already handled the request.
-func (l *layer) warnIgnored(c *fiber.Ctx, outer *layer) {
-	if l.logger == nil || outer == l || l.sameSettings(outer) || l.warned.Swap(true) {
+// warnIgnored logs, once per layer, that an outer layer which handled the
+// request with the settings outer ignored settings of l that would have
+// changed the outcome (B2).
+func (l *layer) warnIgnored(c *fiber.Ctx, outer *settings) {
+	if l.logger == nil || outer == &l.own || l.warned.Load() {
+		return
+	}
+	ignored := l.engine.Overrides(l.own.route, outer.route)
+	if len(ignored) == 0 || l.warned.Swap(true) {
 		return
 	}
 	l.logger.LogAttrs(context.Background(), slog.LevelWarn,
 		"idemfiber: route-level idempotency setting ignored: an outer idemfiber handler already handled the request",
 		slog.String("route", c.Route().Path),
-		slog.String("policy", l.own.route.Policy.String()),
-		slog.String("outer_policy", outer.own.route.Policy.String()),
+		slog.String("ignored", strings.Join(ignored, ", ")),
 		slog.String("fix", "mount the outer idemfiber handler with the Exempt policy (or skip this route with its Config.Next) and opt routes in with Required, Optional or Manual"),
 	)
-}
-
-// sameSettings reports whether outer handled the request as l would have.
-// An outer layer that took part had a key, or it would have answered
-// itself, and with a key Optional behaves as Required.
-func (l *layer) sameSettings(outer *layer) bool {
-	a, b := l.own.route, outer.own.route
-	return l.policy == outer.policy && a.Store == b.Store && a.Retention == b.Retention
-}
-
-// effectivePolicy resolves Inherit to the engine's default, and Optional
-// to Required, which it is for a request with a key.
-func effectivePolicy(p, engineDefault idem.Policy) idem.Policy {
-	if p == idem.Inherit {
-		p = engineDefault
-	}
-	if p == idem.Optional {
-		p = idem.Required
-	}
-	return p
 }
 
 // appFold remembers whether an app matches header names as sent.

@@ -32,9 +32,10 @@
 //     that opt in with Required or Manual works as expected.
 //
 // When an inner layer passes a request through although its own settings
-// differ from those of the outer layer that handled it, its settings were
-// ignored: it logs a warning once through the engine's Config.Logger, when
-// one is set. Mount such route-level settings directly around the handler,
+// would have changed the outcome (another policy, store or retention; see
+// idem.Engine.Overrides), its settings were ignored: it logs a warning once
+// through the engine's Config.Logger, when one is set, naming the route and
+// the settings ignored. Mount such route-level settings directly around the handler,
 // or make the global Middleware Exempt or Optional so routes can opt in.
 //
 // # Responses
@@ -45,7 +46,7 @@
 // http.Flusher, http.Hijacker and io.ReaderFrom working and has an Unwrap
 // method for http.ResponseController. A flushed response, or one over the
 // limit, is recorded as not replayable; a hijacked connection releases the
-// key; a handler that panics releases the key and the panic goes on to
+// key as soon as the handler holds it; a handler that panics releases the key and the panic goes on to
 // net/http's own recovery.
 //
 // The handler reads exactly the bytes the client sent, even though the

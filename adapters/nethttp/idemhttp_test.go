@@ -370,3 +370,80 @@ func TestHandlerReadsBodyAndSeesHandled(t *testing.T) {
 		t.Fatalf("handler read %q, handled %v", got, handled)
 	}
 }
+
+// A handler that hijacks the connection gives the key up as soon as it
+// holds the connection (B19): a retry sent while the hijacked session is
+// still open runs, instead of waiting out a 409.
+func TestHijackReleasesTheKeyAtOnce(t *testing.T) {
+	e := conformance.NewEngine(t, idem.Config{})
+	hijacked, finish := make(chan struct{}), make(chan struct{})
+	var retries counter
+	h := idemhttp.Required(e)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Hijack") == "" {
+			retries.ServeHTTP(w, r)
+			return
+		}
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("hijack: %v", err)
+			close(hijacked)
+			return
+		}
+		defer conn.Close()
+		close(hijacked)
+		<-finish
+		_, _ = io.WriteString(conn, conformance.HijackedResponse)
+	}))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	post := func(hijack bool) (*http.Response, error) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/ws", nil)
+		req.Header.Set("Idempotency-Key", "session-1")
+		if hijack {
+			req.Header.Set("X-Hijack", "1")
+		}
+		return srv.Client().Do(req)
+	}
+
+	first := make(chan error, 1)
+	go func() {
+		resp, err := post(true)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		first <- err
+	}()
+	<-hijacked
+	resp, err := post(false)
+	close(finish)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || retries.runs() != 1 {
+		t.Errorf("retry during the hijacked session: status %d after %d runs, want the handler run (201)", resp.StatusCode, retries.runs())
+	}
+	if err := <-first; err != nil {
+		t.Errorf("hijacked request: %v", err)
+	}
+}
+
+// Options that no route could use make Middleware panic when it is built.
+func TestMiddlewareRefusesBadSettings(t *testing.T) {
+	e := conformance.NewEngine(t, idem.Config{})
+	for name, opt := range map[string]idemhttp.Option{
+		"policy":    idemhttp.Policy(idem.Manual + 1),
+		"retention": idemhttp.Retention(time.Microsecond),
+	} {
+		func() {
+			defer func() {
+				if v := recover(); v == nil || !strings.Contains(v.(string), "idemhttp: ") {
+					t.Errorf("%s: recovered %v, want an idemhttp panic", name, v)
+				}
+			}()
+			idemhttp.Middleware(e, opt)
+		}()
+	}
+	idemhttp.Required(e, idemhttp.Retention(time.Millisecond)) // valid: no panic
+}

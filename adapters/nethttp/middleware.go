@@ -6,9 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"reflect"
 	"strconv"
-	"sync"
+	"strings"
+	"sync/atomic"
 
 	idem "github.com/idemkit/idem/core"
 )
@@ -18,10 +18,16 @@ import (
 // Options set the layer's policy and other route-level settings; without
 // them the engine's configuration applies. See the package documentation
 // for how stacked layers combine.
+//
+// It panics when an option sets a policy that is not one of idem's or a
+// retention that is negative or shorter than 1ms (see idem.Route.Validate).
 func Middleware(e *idem.Engine, opts ...Option) func(http.Handler) http.Handler {
 	var cfg layerConfig
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if err := cfg.route.Validate(); err != nil {
+		panic("idemhttp: " + err.Error())
 	}
 	return func(next http.Handler) http.Handler { return newLayer(e, cfg, next) }
 }
@@ -79,7 +85,9 @@ type layer struct {
 	e    *idem.Engine
 	cfg  layerConfig
 	next http.Handler
-	warn *sync.Once
+	// warned is set once the layer has warned that an outer layer ignored
+	// its settings.
+	warned atomic.Bool
 }
 
 // newLayer wraps next; when next is itself a layer of the same engine the
@@ -94,17 +102,15 @@ func newLayer(e *idem.Engine, cfg layerConfig, next http.Handler) http.Handler {
 		if merged.problem == nil {
 			merged.problem = cfg.problem
 		}
-		return &layer{e: e, cfg: merged, next: inner.next, warn: new(sync.Once)}
+		return &layer{e: e, cfg: merged, next: inner.next}
 	}
-	return &layer{e: e, cfg: cfg, next: next, warn: new(sync.Once)}
+	return &layer{e: e, cfg: cfg, next: next}
 }
 
 func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if outer, ok := ctx.Value(handledKey{}).(*layer); ok {
-		if l.overriddenBy(outer) {
-			l.warn.Do(func() { l.warnIgnored(r, outer) })
-		}
+		l.warnIgnored(r, outer)
 		l.next.ServeHTTP(w, r)
 		return
 	}
@@ -170,24 +176,25 @@ func withBody(r *http.Request, ctx context.Context, d idem.Decision) *http.Reque
 
 // Run runs next under lease with a Recorder around w, then reports how the
 // handler ended: Complete with what it recorded, or Release when it
-// hijacked the connection or panicked (B15, B19). A panic goes on to the
-// caller's recovery. r must already carry the body the handler should read.
-// Adapters built on net/http call Run for a Decision whose Action is Run.
+// panicked (B15). A handler that hijacks the connection releases the lease
+// as soon as it holds the connection, before it answers on it (B19). A
+// panic goes on to the caller's recovery. r must already carry the body
+// the handler should read. Adapters built on net/http call Run for a
+// Decision whose Action is Run.
 func Run(w http.ResponseWriter, r *http.Request, lease *idem.Lease, next http.Handler) {
 	rec := NewRecorder(w, lease.MaxBody())
+	rec.ReleaseOnHijack(lease)
 	returned := false
 	defer func() {
-		if !returned {
+		if !returned && !rec.Hijacked() {
 			_ = lease.Release(errHandlerAborted)
 		}
 	}()
 	next.ServeHTTP(rec, r)
 	returned = true
-	if rec.Hijacked() {
-		_ = lease.Release(errHijacked)
-		return
+	if !rec.Hijacked() {
+		_ = lease.Complete(rec.Recorded())
 	}
-	_ = lease.Complete(rec.Recorded())
 }
 
 // WriteResponse writes a response the engine answered with (a replay or a
@@ -210,68 +217,20 @@ func WriteResponse(w http.ResponseWriter, resp *idem.Response) {
 	_, _ = w.Write(resp.Body)
 }
 
-// overriddenBy reports whether l sets a route-level setting that differs
-// from what the outer layer that handled the request applied.
-func (l *layer) overriddenBy(outer *layer) bool {
-	mine, theirs := l.cfg.route, outer.cfg.route
-	if mine.Policy != idem.Inherit && keyed(mine.Policy) != keyed(outer.policy()) {
-		return true
-	}
-	if mine.Store != nil && !sameStore(mine.Store, outer.store()) {
-		return true
-	}
-	if mine.Retention != 0 {
-		retention := theirs.Retention
-		if retention == 0 {
-			retention = outer.e.Config().Retention
-		}
-		return mine.Retention != retention
-	}
-	return false
-}
-
-// keyed returns how policy p treats a request that carries a key, the
-// only kind an outer layer hands on marked: Optional then acts as Required.
-func keyed(p idem.Policy) idem.Policy {
-	if p == idem.Optional {
-		return idem.Required
-	}
-	return p
-}
-
-func (l *layer) policy() idem.Policy {
-	if l.cfg.route.Policy != idem.Inherit {
-		return l.cfg.route.Policy
-	}
-	return l.e.Config().DefaultPolicy
-}
-
-func (l *layer) store() idem.Store {
-	if l.cfg.route.Store != nil {
-		return l.cfg.route.Store
-	}
-	return l.e.Store()
-}
-
-// sameStore compares two stores without panicking on store types that are
-// not comparable.
-func sameStore(a, b idem.Store) bool {
-	if reflect.TypeOf(a) != reflect.TypeOf(b) || !reflect.TypeOf(a).Comparable() {
-		return false
-	}
-	return a == b
-}
-
+// warnIgnored logs, once per layer, that the outer layer which handled r
+// ignored settings of l that would have changed the outcome (B2).
 func (l *layer) warnIgnored(r *http.Request, outer *layer) {
 	logger := l.e.Config().Logger
-	if logger == nil {
+	if logger == nil || l.warned.Load() {
 		return
 	}
-	route := l.route(r)
+	ignored := l.e.Overrides(l.cfg.route, outer.cfg.route)
+	if len(ignored) == 0 || l.warned.Swap(true) {
+		return
+	}
 	logger.WarnContext(r.Context(),
 		"idem: route-level setting ignored: an outer idem layer already handled the request",
-		"route", route.Name,
-		"policy", l.cfg.route.Policy.String(),
-		"applied_policy", outer.policy().String(),
+		"route", l.route(r).Name,
+		"ignored", strings.Join(ignored, ", "),
 		"fix", "wrap the handler directly with the route-level layer, or make the outer Middleware Exempt or Optional so routes opt in")
 }

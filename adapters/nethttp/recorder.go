@@ -27,6 +27,7 @@ type Recorder struct {
 	truncated   bool
 	streamed    bool
 	hijacked    bool
+	lease       *idem.Lease // released on a hijack, when set
 }
 
 // NewRecorder returns a Recorder that writes to w and records up to
@@ -121,14 +122,26 @@ func (r *Recorder) FlushError() error {
 }
 
 // Hijack takes over the connection from the underlying writer. The
-// recording then no longer describes the response: the lease is released.
+// recording then no longer describes the response, and the lease set with
+// ReleaseOnHijack is released.
 func (r *Recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, rw, err := http.NewResponseController(r.w).Hijack()
 	if err == nil {
 		r.hijacked = true
+		if r.lease != nil {
+			_ = r.lease.Release(errHijacked)
+		}
 	}
 	return conn, rw, err
 }
+
+// ReleaseOnHijack makes a successful Hijack release lease before it hands
+// the connection to the handler, so that the key is free again while the
+// handler still holds the connection, which a WebSocket session may do for
+// hours (B19). The adapter then must not complete or release lease once
+// Hijacked reports true. Run uses it; so does an adapter that runs its
+// handlers itself.
+func (r *Recorder) ReleaseOnHijack(lease *idem.Lease) { r.lease = lease }
 
 // Unwrap returns the underlying writer, for http.ResponseController.
 func (r *Recorder) Unwrap() http.ResponseWriter { return r.w }
