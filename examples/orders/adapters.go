@@ -1,16 +1,23 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/gofiber/fiber/v2"
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
 
 	idemchi "github.com/idemkit/idem/adapters/chi"
+	idemecho "github.com/idemkit/idem/adapters/echo"
+	idemfiber "github.com/idemkit/idem/adapters/fiber"
 	idemhttp "github.com/idemkit/idem/adapters/nethttp"
 	idem "github.com/idemkit/idem/core"
 )
@@ -35,6 +42,8 @@ type server interface {
 var adapters = map[string]func(e *idem.Engine, a *api) server{
 	"nethttp": netHTTPServer,
 	"chi":     chiServer,
+	"echo":    echoServer,
+	"fiber":   fiberServer,
 }
 
 // netHTTPServer mounts the routes on a net/http ServeMux, each wrapped in
@@ -61,23 +70,101 @@ func chiServer(e *idem.Engine, a *api) server {
 	return newHTTPServer(r)
 }
 
+// echoServer mounts the routes on an echo instance, with the policies as
+// route-level middleware. Recover is mounted outside them, where idemecho
+// expects it: a panicking handler gives its key's lease up, then echo
+// answers 500. The echo instance is an http.Handler, so the same
+// http.Server as for net/http serves it.
+func echoServer(e *idem.Engine, a *api) server {
+	app := echo.New()
+	app.Use(middleware.Recover())
+	app.POST("/orders", serveEcho(a.createOrder), idemecho.Required(e))
+	app.GET("/orders", serveEcho(a.listOrders))
+	app.GET("/orders/:id", serveEcho(a.getOrder))
+	app.POST("/payments", serveEcho(a.createPayment), idemecho.Optional(e))
+	app.POST("/webhooks", serveEcho(a.receiveWebhook), idemecho.Exempt(e))
+	return newHTTPServer(app)
+}
+
+// fiberServer mounts the routes on a fiber app, with the policies as
+// route handlers in front of each operation. Fiber refuses bodies over
+// maxBody itself (413).
+func fiberServer(e *idem.Engine, a *api) server {
+	app := fiber.New(fiber.Config{
+		DisableStartupMessage: true,
+		BodyLimit:             maxBody,
+		ReadTimeout:           readTimeout,
+	})
+	app.Post("/orders", idemfiber.Required(e), serveFiber(a.createOrder))
+	app.Get("/orders", serveFiber(a.listOrders))
+	app.Get("/orders/:id", serveFiber(a.getOrder))
+	app.Post("/payments", idemfiber.Optional(e), serveFiber(a.createPayment))
+	app.Post("/webhooks", idemfiber.Exempt(e), serveFiber(a.receiveWebhook))
+	return fiberApp{app}
+}
+
+// fiberApp is a fiber app as a server.
+type fiberApp struct{ app *fiber.App }
+
+// Serve serves the app on ln until Shutdown.
+func (f fiberApp) Serve(ln net.Listener) error { return f.app.Listener(ln) }
+
+// Shutdown stops accepting connections and waits for requests in progress
+// until ctx is done.
+func (f fiberApp) Shutdown(ctx context.Context) error { return f.app.ShutdownWithContext(ctx) }
+
+// readTimeout bounds how long a server waits for a request's headers.
+const readTimeout = 10 * time.Second
+
 func newHTTPServer(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	return &http.Server{Handler: h, ReadHeaderTimeout: readTimeout}
 }
 
 // maxBody bounds what an operation reads of a request body.
 const maxBody = 1 << 20
 
-// serveHTTP runs op as a net/http handler (for net/http and chi; echo can
-// mount it with echo.WrapHandler).
+// serveHTTP runs op as a net/http handler (for net/http and chi).
 func serveHTTP(op operation) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-		if err != nil {
-			writeReply(w, problem(http.StatusBadRequest, "Unreadable body", err.Error()))
-			return
+		serveOperation(w, r, r.PathValue, op)
+	}
+}
+
+// serveEcho runs op as an echo handler. The operation writes its reply
+// itself, so the handler returns no error for echo to render.
+func serveEcho(op operation) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		serveOperation(c.Response(), c.Request(), c.Param, op)
+		return nil
+	}
+}
+
+// serveOperation reads r's body and writes op's reply to w; param finds
+// the route's path parameters.
+func serveOperation(w http.ResponseWriter, r *http.Request, param func(string) string, op operation) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		writeReply(w, problem(http.StatusBadRequest, "Unreadable body", err.Error()))
+		return
+	}
+	writeReply(w, op(call{ctx: r.Context(), body: body, param: param}))
+}
+
+// serveFiber runs op as a fiber handler. fasthttp reuses the body and
+// parameter buffers once the handler returns, so the operation gets
+// copies it may keep.
+func serveFiber(op operation) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		rep := op(call{
+			ctx:   c.UserContext(),
+			body:  bytes.Clone(c.Body()),
+			param: func(name string) string { return strings.Clone(c.Params(name)) },
+		})
+		if rep.location != "" {
+			c.Set(fiber.HeaderLocation, rep.location)
 		}
-		writeReply(w, op(call{ctx: r.Context(), body: body, param: r.PathValue}))
+		c.Set(fiber.HeaderContentType, rep.contentType)
+		return c.Status(rep.status).Send(rep.body)
 	}
 }
 

@@ -6,12 +6,22 @@
 //
 //	go run ./examples/orders
 //
-// serves on 127.0.0.1:8080 with the in-memory store. Flags:
+// serves on 127.0.0.1:8080 with the net/http adapter and the in-memory
+// store. Flags:
 //
-//	-addr     listen address (default 127.0.0.1:8080)
-//	-adapter  which adapter serves the routes: nethttp or chi (default nethttp)
-//	-store    where idempotency records live: memory (default memory)
-//	-latency  simulated work per order, such as 2s (default 0)
+//	-addr          listen address (default 127.0.0.1:8080)
+//	-adapter       which adapter serves the routes: nethttp, chi, echo or
+//	               fiber (default nethttp)
+//	-store         where idempotency records live: memory, redis or postgres
+//	               (default memory)
+//	-latency       simulated work per order, such as 2s (default 0)
+//	-redis-url     Redis for -store redis (default $IDEM_REDIS_URL, else
+//	               redis://127.0.0.1:6379/0)
+//	-key-prefix    prefix of idem's keys in Redis (default idem:)
+//	-postgres-url  database for -store postgres (default $IDEM_POSTGRES_URL,
+//	               else postgres://postgres@127.0.0.1:5432/test?sslmode=disable)
+//	-table         table of the records in PostgreSQL, created when missing
+//	               (default idem_records)
 //
 // Routes:
 //
@@ -21,8 +31,15 @@
 //	POST /payments     key optional; {"amount": 100, "currency": "EUR"} answers 201
 //	POST /webhooks     exempt from idempotency; answers 202 every time
 //
+// With -store redis or -store postgres, several processes serving the API
+// share their idempotency records: a retry sent to another process is
+// replayed there, and a duplicate that reaches another process while the
+// first request runs gets 409. The orders themselves stay in the memory of
+// the process that created them, as an example's business data may.
+//
 // Every idempotency decision is logged through log/slog. SIGINT or SIGTERM
-// shuts the server down gracefully.
+// shuts the server down gracefully: requests in progress finish, then the
+// store's connections close.
 //
 // The business logic in api.go knows no framework: each adapter is one
 // small function in adapters.go that mounts the same operations, and each

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	idem "github.com/idemkit/idem/core"
+	idempg "github.com/idemkit/idem/storage/postgres"
+	idemredis "github.com/idemkit/idem/storage/redis"
 )
 
 // options are the command's settings, from its flags.
@@ -24,6 +26,11 @@ type options struct {
 	adapter string
 	store   string
 	latency time.Duration
+
+	redisURL    string // -store redis: where Redis is
+	keyPrefix   string // -store redis: the prefix of idem's keys
+	postgresURL string // -store postgres: where the database is
+	table       string // -store postgres: the records' table
 }
 
 // shutdownTimeout bounds how long a graceful shutdown waits for requests
@@ -36,6 +43,10 @@ func main() {
 	flag.StringVar(&o.adapter, "adapter", "nethttp", "adapter that serves the routes: "+names(adapters))
 	flag.StringVar(&o.store, "store", "memory", "idempotency store: "+names(stores))
 	flag.DurationVar(&o.latency, "latency", 0, "simulated work per order, such as 2s")
+	flag.StringVar(&o.redisURL, "redis-url", envOr("IDEM_REDIS_URL", defaultRedisURL), "Redis `URL` for -store redis; $IDEM_REDIS_URL sets the default")
+	flag.StringVar(&o.keyPrefix, "key-prefix", idemredis.DefaultKeyPrefix, "`prefix` of the idempotency keys in Redis, for -store redis")
+	flag.StringVar(&o.postgresURL, "postgres-url", envOr("IDEM_POSTGRES_URL", defaultPostgresURL), "PostgreSQL `URL` for -store postgres; $IDEM_POSTGRES_URL sets the default")
+	flag.StringVar(&o.table, "table", idempg.DefaultTable, "`table` of the idempotency records, for -store postgres; created if missing")
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -75,12 +86,16 @@ func run(ctx context.Context, ln net.Listener, o options, logger *slog.Logger) e
 		ln.Close()
 		return err
 	}
-	store, closeStore, err := stores[o.store](ctx, o)
+	store, closeStore, err := stores[o.store](ctx, o, logger)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("open %s store: %w", o.store, err)
 	}
-	defer closeStore()
+	defer func() {
+		if err := closeStore(); err != nil {
+			logger.Warn("orders: close store", "store", o.store, "error", err)
+		}
+	}()
 	engine, err := idem.New(idem.Config{Store: store, Logger: logger})
 	if err != nil {
 		ln.Close()

@@ -65,6 +65,11 @@ type answer struct {
 
 // send sends a request, with an Idempotency-Key unless key is empty.
 func send(method, url, key, body string) (answer, error) {
+	return sendWith(http.DefaultClient, method, url, key, body)
+}
+
+// sendWith sends a request with client, as send does.
+func sendWith(client *http.Client, method, url, key, body string) (answer, error) {
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		return answer{}, err
@@ -75,7 +80,7 @@ func send(method, url, key, body string) (answer, error) {
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return answer{}, err
 	}
@@ -263,5 +268,35 @@ func testPaymentsAndWebhooks(t *testing.T, adapter string) {
 	w3.want(t, "webhook without a key", http.StatusAccepted, false)
 	if n1, n2, n3 := decode[delivery](t, w1).Delivery, decode[delivery](t, w2).Delivery, decode[delivery](t, w3).Delivery; n1 != 1 || n2 != 2 || n3 != 3 {
 		t.Fatalf("webhook deliveries %d, %d, %d; want 1, 2, 3 (it runs every time)", n1, n2, n3)
+	}
+}
+
+// run refuses unknown names and a store it cannot open, before it serves,
+// and closes the listener it was given.
+func TestRunRefusesBadSettings(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		o    options
+		want string
+	}{
+		{"unknown adapter", options{adapter: "gin", store: "memory"}, `unknown -adapter "gin"`},
+		{"unknown store", options{adapter: "nethttp", store: "etcd"}, `unknown -store "etcd"`},
+		{"redis URL", options{adapter: "nethttp", store: "redis", redisURL: "http://127.0.0.1:6379"}, "open redis store"},
+		{"postgres table", options{adapter: "nethttp", store: "postgres", postgresURL: defaultPostgresURL, table: "Orders-Idem"}, "open postgres store"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = run(context.Background(), ln, c.o, slog.New(slog.DiscardHandler))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("run: %v, want an error with %q", err, c.want)
+			}
+			if conn, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+				conn.Close()
+				t.Fatalf("the listener on %s still accepts connections", ln.Addr())
+			}
+		})
 	}
 }
