@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 )
@@ -28,15 +29,38 @@ type Engine struct {
 	logger    *slog.Logger
 	stored    func(int) bool
 	storedSet [600]bool
+	// rendered holds the default rendering of every problem whose content
+	// is fixed by the configuration, by type; nil with a custom renderer.
+	rendered map[string]*Response
+}
+
+// renderFixedProblems renders once the problems that read the same on every
+// request (all but an invalid key, which says what is wrong with it).
+func renderFixedProblems(cfg *Config) map[string]*Response {
+	fixed := []*Problem{
+		problemKeyMissing(cfg.HeaderName), problemKeyReused(),
+		problemInFlight(cfg.InFlightStatus, inFlightRetryAfter), problemNotReplayable(),
+		problemTooLarge(cfg.MaxRequestBody), problemBodyUnreadable(),
+		problemStoreUnavailable(storeRetryAfter),
+	}
+	rendered := make(map[string]*Response, len(fixed))
+	for _, p := range fixed {
+		rendered[p.Type] = RenderProblem(p)
+	}
+	return rendered
 }
 
 // New returns an Engine for cfg. The zero Config means every documented
 // default; a contradictory Config is reported as an error.
 func New(cfg Config) (*Engine, error) {
+	defaultRender := cfg.RenderProblem == nil
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, store: cfg.Store, tokens: newTokenSource(), observer: cfg.Observer, logger: cfg.Logger}
+	if defaultRender {
+		e.rendered = renderFixedProblems(&e.cfg)
+	}
 	if e.store == nil {
 		e.ownStore = NewMemoryStore(MemoryOptions{Clock: cfg.Clock})
 		e.store = e.ownStore
@@ -194,7 +218,7 @@ func (e *Engine) Begin(r *Request) Decision {
 
 	var deadline time.Time
 	for {
-		rec, err := e.acquire(ctx, store, storageKey, token, fp)
+		rec, found, err := e.acquire(ctx, store, storageKey, token, fp)
 		if err != nil {
 			ev.Err = err
 			if e.cfg.FailOpen {
@@ -207,7 +231,7 @@ func (e *Engine) Begin(r *Request) Decision {
 			ev.Outcome = StoreError
 			return e.problem(ctx, ev, problemStoreUnavailable(storeRetryAfter))
 		}
-		if rec == nil {
+		if !found {
 			d.Action = Run
 			d.Lease = e.newLease(ctx, store, storageKey, token, fp, route.Retention, ev)
 			ev.Outcome = Executed
@@ -221,11 +245,13 @@ func (e *Engine) Begin(r *Request) Decision {
 			if rec.NotReplayable {
 				return e.found(ctx, ev, policy, d, &Finding{Kind: FoundCompleted, NotReplayable: true, Problem: problemNotReplayable()}, NotReplayableRecord)
 			}
-			resp := &Response{Status: rec.Status, Header: rec.Header, Body: rec.Body}
 			if policy == Manual {
+				// The handler gets a copy of its own: rec may be a view of
+				// the memory store's record.
+				resp := &Response{Status: rec.Status, Header: append([]HeaderField(nil), rec.Header...), Body: cloneBytes(rec.Body)}
 				return e.found(ctx, ev, policy, d, &Finding{Kind: FoundCompleted, Response: resp}, Replayed)
 			}
-			return e.replay(ctx, ev, resp)
+			return e.replay(ctx, ev, &Response{Status: rec.Status, Header: rec.Header, Body: rec.Body})
 		}
 		// In flight.
 		if policy == Manual {
@@ -287,10 +313,21 @@ func (e *Engine) parseKey(values []string) (string, error) {
 	return key, nil
 }
 
-func (e *Engine) acquire(ctx context.Context, store Store, key string, token Token, fp []byte) (*Record, error) {
+// acquire leases key, or returns its live record and true.
+func (e *Engine) acquire(ctx context.Context, store Store, key string, token Token, fp []byte) (Record, bool, error) {
+	if m, ok := store.(*MemoryStore); ok {
+		// Never waits on I/O: no timer. The engine made fp and never
+		// writes into it, and only reads the record it gets back, which
+		// may share its slices with the store: no copies either way.
+		return m.acquire(ctx, key, token, fp, e.cfg.LeaseTime)
+	}
 	ctx, cancel := e.storeContext(ctx, store)
 	defer cancel()
-	return store.Acquire(ctx, key, token, fp, e.cfg.LeaseTime)
+	rec, err := store.Acquire(ctx, key, token, fp, e.cfg.LeaseTime)
+	if rec == nil || err != nil {
+		return Record{}, false, err
+	}
+	return *rec, true, nil
 }
 
 // storeContext bounds a store call by StoreTimeout. The memory store never
@@ -312,7 +349,11 @@ func (e *Engine) pass(ctx context.Context, ev Event, d Decision) Decision {
 func (e *Engine) problem(ctx context.Context, ev Event, p *Problem) Decision {
 	ev.Status = p.Status
 	e.report(ctx, ev)
-	return Decision{Action: Respond, Response: e.cfg.RenderProblem(p), Problem: p}
+	resp, ok := e.rendered[p.Type]
+	if !ok {
+		resp = e.cfg.RenderProblem(p)
+	}
+	return Decision{Action: Respond, Response: resp, Problem: p}
 }
 
 func (e *Engine) replay(ctx context.Context, ev Event, resp *Response) Decision {
@@ -388,8 +429,10 @@ type Lease struct {
 	token     Token
 	fp        []byte
 	retention time.Duration
-	ctx       context.Context
-	ev        Event
+	// parent is the request's context. Store writes and reports use it
+	// detached from its cancellation (B24), made only when needed.
+	parent context.Context
+	ev     Event
 
 	mu    sync.Mutex
 	done  bool
@@ -399,7 +442,7 @@ type Lease struct {
 
 func (e *Engine) newLease(ctx context.Context, store Store, key string, token Token, fp []byte, retention time.Duration, ev Event) *Lease {
 	l := &Lease{e: e, store: store, key: key, token: token, fp: fp, retention: retention,
-		ctx: context.WithoutCancel(ctx), ev: ev}
+		parent: ctx, ev: ev}
 	l.mu.Lock() // renew may run before AfterFunc returns
 	l.timer = time.AfterFunc(e.cfg.LeaseTime/2, l.renew)
 	l.mu.Unlock()
@@ -420,7 +463,7 @@ func (l *Lease) renew() {
 		return
 	}
 	l.mu.Unlock()
-	ctx, cancel := l.e.storeContext(l.ctx, l.store)
+	ctx, cancel := l.e.storeContext(l.detached(), l.store)
 	err := l.store.Renew(ctx, l.key, l.token, l.e.cfg.LeaseTime)
 	cancel()
 	l.mu.Lock()
@@ -434,12 +477,12 @@ func (l *Lease) renew() {
 		l.lost = true
 		ev := l.ev
 		ev.Outcome, ev.Err = LeaseLost, err
-		l.e.report(l.ctx, ev)
+		l.report(ev)
 		return
 	case err != nil:
 		ev := l.ev
 		ev.Outcome, ev.Err = StoreError, err
-		l.e.report(l.ctx, ev)
+		l.report(ev)
 		next = l.e.cfg.LeaseTime / 8
 	}
 	l.timer.Reset(next)
@@ -477,18 +520,51 @@ func (l *Lease) Complete(rec Recorded) error {
 	if !l.e.stored(status) {
 		return l.release(status, nil)
 	}
-	stored := &Record{State: Completed, Token: l.token, Fingerprint: l.fp, Status: status}
+	stored := Record{State: Completed, Token: l.token, Fingerprint: l.fp, Status: status}
 	if rec.Truncated || rec.Streamed {
 		stored.NotReplayable = true
 	} else {
 		stored.Body = rec.Body
 		stored.Header = l.e.filterHeader(rec.Header)
 	}
-	ctx, cancel := l.e.storeContext(l.ctx, l.store)
-	err := l.store.Complete(ctx, l.key, l.token, stored, l.retention)
-	cancel()
+	var err error
+	if m, ok := l.store.(*MemoryStore); ok {
+		// The header slice is the engine's own; the body is handed over
+		// when the adapter says so.
+		// It never waits and reads no context values: no detached
+		// context to make.
+		err = m.completeOwned(context.Background(), l.key, l.token, &stored, rec.BodyOwned, l.retention)
+	} else {
+		out := stored // only this copy escapes to the interface
+		ctx, cancel := l.e.storeContext(l.detached(), l.store)
+		err = l.store.Complete(ctx, l.key, l.token, &out, l.retention)
+		cancel()
+	}
 	l.reportEnd(status, err, Stored, nil)
 	return err
+}
+
+// KeepHeader returns, as a Header of its own, the fields of h that the
+// engine stores and replays (B20). An adapter that must take a snapshot of
+// the response header when the status is sent hands this to Complete
+// instead of a copy of every field.
+func (l *Lease) KeepHeader(h Header) Header {
+	return keptHeader(l.e.filterHeader(h))
+}
+
+// keptHeader holds header fields the engine already filtered, in the
+// engine's order and with canonical names.
+type keptHeader []HeaderField
+
+// Values returns the values of the fields called name.
+func (k keptHeader) Values(name string) []string {
+	var out []string
+	for _, f := range k {
+		if strings.EqualFold(f.Name, name) {
+			out = append(out, f.Value)
+		}
+	}
+	return out
 }
 
 // Release gives the lease up so the key may be retried: the handler
@@ -502,7 +578,7 @@ func (l *Lease) Release(cause error) error {
 }
 
 func (l *Lease) release(status int, cause error) error {
-	ctx, cancel := l.e.storeContext(l.ctx, l.store)
+	ctx, cancel := l.e.storeContext(l.detached(), l.store)
 	err := l.store.Release(ctx, l.key, l.token)
 	cancel()
 	l.reportEnd(status, err, Released, cause)
@@ -523,22 +599,40 @@ func (l *Lease) reportEnd(status int, err error, outcome Outcome, cause error) {
 	default:
 		ev.Outcome, ev.Err = outcome, cause
 	}
-	l.e.report(l.ctx, ev)
+	l.report(ev)
+}
+
+// detached returns the request's context without its cancellation, for
+// the store writes that follow the handler (B24).
+func (l *Lease) detached() context.Context { return context.WithoutCancel(l.parent) }
+
+// report reports ev with the detached context, made only when someone
+// listens.
+func (l *Lease) report(ev Event) {
+	if l.e.observer == nil && l.e.logger == nil {
+		return
+	}
+	l.e.report(l.detached(), ev)
 }
 
 // filterHeader keeps the allowlisted header fields (B20).
 func (e *Engine) filterHeader(h Header) []HeaderField {
+	if k, ok := h.(keptHeader); ok {
+		return k // filtered by KeepHeader; a store copies what it keeps
+	}
 	if h == nil {
 		return nil
 	}
-	var out []HeaderField
+	var buf [8]HeaderField
+	out := buf[:0]
 	for _, name := range e.cfg.ReplayHeaders {
 		for _, v := range h.Values(name) {
-			if out == nil {
-				out = make([]HeaderField, 0, 4)
-			}
 			out = append(out, HeaderField{name, v})
 		}
 	}
-	return out
+	if len(out) == 0 {
+		return nil
+	}
+	// Exactly sized: the memory store keeps this slice.
+	return append(make([]HeaderField, 0, len(out)), out...)
 }

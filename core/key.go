@@ -103,7 +103,9 @@ func DefaultEncodeKey(scope, key string) string {
 	b = appendField(b, scope)
 	b = appendField(b, key)
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
+	var text [2 * sha256.Size]byte
+	hex.Encode(text[:], sum[:])
+	return string(text[:])
 }
 
 // DefaultFingerprint is the SHA-256 of the length-prefixed method, path,

@@ -178,8 +178,21 @@ func ctxErr(ctx context.Context) error {
 
 // Acquire implements Store.
 func (m *MemoryStore) Acquire(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (*Record, error) {
-	if err := ctxErr(ctx); err != nil {
+	rec, found, err := m.acquire(ctx, key, token, cloneBytes(fingerprint), lease)
+	if !found {
 		return nil, err
+	}
+	return rec.Clone(), nil
+}
+
+// acquire leases key, keeping fingerprint as it is, or returns the live
+// record and true. The record shares its Fingerprint, Header and Body with
+// the store, which never writes into them once stored (Complete replaces
+// them whole): the engine, which only reads them, uses it as it is, and
+// the replay path is spared a copy of the response.
+func (m *MemoryStore) acquire(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (Record, bool, error) {
+	if err := ctxErr(ctx); err != nil {
+		return Record{}, false, err
 	}
 	s := m.shard(key)
 	s.mu.Lock()
@@ -187,20 +200,20 @@ func (m *MemoryStore) Acquire(ctx context.Context, key string, token Token, fing
 	now := m.clock.Now()
 	if e, ok := s.entries[key]; ok {
 		if now.Before(e.rec.ExpiresAt) {
-			return e.rec.Clone(), nil
+			return e.rec, true, nil
 		}
 		s.remove(e)
 	}
 	e := &memEntry{key: key, rec: Record{
-		State: InFlight, Token: token, Fingerprint: cloneBytes(fingerprint), ExpiresAt: now.Add(lease),
+		State: InFlight, Token: token, Fingerprint: fingerprint, ExpiresAt: now.Add(lease),
 	}}
 	e.size = entrySize(key, &e.rec)
 	if !s.makeRoom(m, 1, e.size, now) {
-		return nil, ErrStoreFull
+		return Record{}, false, ErrStoreFull
 	}
 	s.entries[key] = e
 	s.bytes += e.size
-	return nil, nil
+	return Record{}, false, nil
 }
 
 // held returns the live in-flight entry that token holds, or ErrLeaseLost.
@@ -214,8 +227,30 @@ func (s *memShard) held(key string, token Token, now time.Time) (*memEntry, erro
 
 // Complete implements Store.
 func (m *MemoryStore) Complete(ctx context.Context, key string, token Token, rec *Record, retention time.Duration) error {
+	var header []HeaderField
+	if !rec.NotReplayable && len(rec.Header) > 0 {
+		header = append([]HeaderField(nil), rec.Header...)
+	}
+	return m.complete(ctx, key, token, rec, header, false, retention)
+}
+
+// completeOwned is Complete for the engine, which hands rec.Header over
+// (it built the slice and never writes into it again), and rec.Body too
+// when bodyOwned says so.
+func (m *MemoryStore) completeOwned(ctx context.Context, key string, token Token, rec *Record, bodyOwned bool, retention time.Duration) error {
+	return m.complete(ctx, key, token, rec, rec.Header, bodyOwned, retention)
+}
+
+// complete keeps header as it is, and rec.Body when bodyOwned and it does
+// not hold much unused capacity (which would cost memory the byte limit
+// does not count).
+func (m *MemoryStore) complete(ctx context.Context, key string, token Token, rec *Record, header []HeaderField, bodyOwned bool, retention time.Duration) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
+	}
+	body := rec.Body
+	if !bodyOwned || cap(body)-len(body) > len(body)/8 {
+		body = cloneBytes(body)
 	}
 	s := m.shard(key)
 	s.mu.Lock()
@@ -230,10 +265,7 @@ func (m *MemoryStore) Complete(ctx context.Context, key string, token Token, rec
 		Status: rec.Status, NotReplayable: rec.NotReplayable,
 	}
 	if !rec.NotReplayable {
-		done.Body = cloneBytes(rec.Body)
-		if len(rec.Header) > 0 {
-			done.Header = append([]HeaderField(nil), rec.Header...)
-		}
+		done.Body, done.Header = body, header
 	}
 	size := entrySize(key, &done)
 	s.bytes -= e.size

@@ -118,7 +118,9 @@ func (r *Request) context() context.Context {
 }
 
 // Response is a response the engine answers with itself: a replay or a
-// problem. An adapter writes Header, then Status, then Body.
+// problem. An adapter writes Header, then Status, then Body. A Response may
+// be shared with other requests and with the store (a rendered problem, a
+// replayed body): write it out, never modify it.
 type Response struct {
 	Status int
 	Header []HeaderField
@@ -134,6 +136,11 @@ type Recorded struct {
 	Header Header
 	// Body holds the body bytes sent, up to Lease.MaxBody.
 	Body []byte
+	// BodyOwned reports that the adapter hands Body over: nothing will
+	// write into Body[:len(Body)] again, so a store may keep it without
+	// copying it. Leave it false when Body is a view of a buffer the
+	// framework reuses.
+	BodyOwned bool
 	// Truncated reports that the handler wrote more than Lease.MaxBody
 	// bytes, so Body is incomplete.
 	Truncated bool

@@ -1,10 +1,8 @@
 package idemecho
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"reflect"
@@ -297,7 +295,7 @@ func serve(c echo.Context, chain []*layer, next echo.HandlerFunc) error {
 func prepareRequest(c echo.Context, d *idem.Decision) {
 	req := c.Request()
 	if d.BodyRead {
-		req.Body = io.NopCloser(bytes.NewReader(d.Body))
+		req.Body = idemhttp.BodyReader(d.Body)
 	}
 	if d.Finding != nil {
 		c.SetRequest(req.WithContext(idem.WithFinding(req.Context(), d.Finding)))

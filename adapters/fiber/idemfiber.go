@@ -1,7 +1,6 @@
 package idemfiber
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -146,12 +145,11 @@ type (
 	outerKey   struct{}
 )
 
-// beginState holds what one call of Engine.Begin needs. The engine keeps
-// neither the request nor its body reader past Begin, so they are pooled
-// rather than allocated for every request.
+// beginState holds what one call of Engine.Begin needs. The engine does
+// not keep the request past Begin, so it is pooled rather than allocated
+// for every request.
 type beginState struct {
-	req  idem.Request
-	body bytes.Reader
+	req idem.Request
 }
 
 var beginPool = sync.Pool{New: func() any { return new(beginState) }}
@@ -215,19 +213,17 @@ func (l *layer) handle(c *fiber.Ctx) error {
 		Context:  c.UserContext(),
 		Route:    route,
 	}
-	// fasthttp holds the body in memory unless StreamRequestBody is on; the
-	// engine copies what it reads, and the handler reads fasthttp's buffer,
-	// which the engine leaves untouched (B21).
+	// fasthttp holds the body in memory unless StreamRequestBody is on: the
+	// engine then fingerprints fasthttp's buffer in place, without a copy,
+	// and the handler reads that buffer untouched (B21).
 	stream := fctx.RequestBodyStream()
 	if stream != nil {
 		st.req.Body = stream
 	} else if b := fctx.Request.Body(); len(b) > 0 {
-		st.body.Reset(b)
-		st.req.Body = &st.body
+		st.req.BodyBytes = b
 	}
 	d := l.engine.Begin(&st.req)
 	st.req = idem.Request{}
-	st.body.Reset(nil)
 	beginPool.Put(st)
 
 	if stream != nil && d.BodyRead {
@@ -269,9 +265,9 @@ func writeResponse(c *fiber.Ctx, r *idem.Response) {
 		resp.Header.Add(f.Name, f.Value)
 	}
 	resp.SetStatusCode(r.Status)
-	// The body is the engine's own copy (a store returns records the caller
-	// owns), so fasthttp may send it without copying it again.
-	resp.SetBodyRaw(r.Body)
+	// The body may be shared with the store or other requests: copy it
+	// into fasthttp's own buffer, which later handlers may write into.
+	resp.SetBody(r.Body)
 }
 
 var errHijacked = errors.New("idemfiber: the handler hijacked the connection")

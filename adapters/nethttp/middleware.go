@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	idem "github.com/idemkit/idem/core"
@@ -72,6 +73,10 @@ func Handled(r *http.Request) bool {
 	return ok
 }
 
+// requestPool recycles the requests handed to Engine.Begin, which does
+// not keep them.
+var requestPool = sync.Pool{New: func() any { return new(idem.Request) }}
+
 // handledKey marks a request context with the layer that took charge of it.
 type handledKey struct{}
 
@@ -114,7 +119,8 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.next.ServeHTTP(w, r)
 		return
 	}
-	req := idem.Request{
+	req := requestPool.Get().(*idem.Request)
+	*req = idem.Request{
 		Method:   r.Method,
 		Path:     r.URL.EscapedPath(),
 		RawQuery: r.URL.RawQuery,
@@ -126,7 +132,9 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		req.Body = r.Body
 		req.ContentLength = r.ContentLength
 	}
-	d := l.e.Begin(&req)
+	d := l.e.Begin(req)
+	*req = idem.Request{}
+	requestPool.Put(req)
 	switch d.Action {
 	case idem.Respond:
 		if d.Problem != nil && l.cfg.problem != nil {
@@ -169,10 +177,23 @@ func (l *layer) route(r *http.Request) idem.Route {
 func withBody(r *http.Request, ctx context.Context, d idem.Decision) *http.Request {
 	r = r.WithContext(ctx)
 	if d.BodyRead {
-		r.Body = io.NopCloser(bytes.NewReader(d.Body))
+		r.Body = BodyReader(d.Body)
 	}
 	return r
 }
+
+// BodyReader returns a ReadCloser over b, in one allocation: adapters hand
+// it to the handler in place of a request body the engine read (B21).
+func BodyReader(b []byte) io.ReadCloser {
+	r := &bodyReader{}
+	r.Reset(b)
+	return r
+}
+
+type bodyReader struct{ bytes.Reader }
+
+// Close does nothing: the bytes are in memory.
+func (*bodyReader) Close() error { return nil }
 
 // Run runs next under lease with a Recorder around w, then reports how the
 // handler ended: Complete with what it recorded, or Release when it

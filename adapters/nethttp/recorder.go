@@ -21,7 +21,7 @@ type Recorder struct {
 	w           http.ResponseWriter
 	max         int
 	status      int
-	header      http.Header
+	header      idem.Header // as sent with the status
 	wroteHeader bool
 	body        []byte
 	truncated   bool
@@ -40,12 +40,17 @@ func NewRecorder(w http.ResponseWriter, maxBody int) *Recorder {
 func (r *Recorder) Header() http.Header { return r.w.Header() }
 
 // WriteHeader records the status and a copy of the header, then sends
-// them. Informational (1xx) statuses pass through unrecorded.
+// them. Informational (1xx) statuses pass through unrecorded. With a lease
+// (see ReleaseOnHijack) the copy holds only the fields the lease stores.
 func (r *Recorder) WriteHeader(code int) {
 	if !r.wroteHeader && !r.hijacked && (code < 100 || code >= 200 || code == http.StatusSwitchingProtocols) {
 		r.wroteHeader = true
 		r.status = code
-		r.header = r.w.Header().Clone()
+		if r.lease != nil {
+			r.header = r.lease.KeepHeader(r.w.Header())
+		} else {
+			r.header = r.w.Header().Clone()
+		}
 	}
 	r.w.WriteHeader(code)
 }
@@ -135,12 +140,13 @@ func (r *Recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return conn, rw, err
 }
 
-// ReleaseOnHijack makes a successful Hijack release lease before it hands
-// the connection to the handler, so that the key is free again while the
+// ReleaseOnHijack ties the Recorder to lease: a successful Hijack releases
+// lease before it hands the connection to the handler, so that the key is free again while the
 // handler still holds the connection, which a WebSocket session may do for
 // hours (B19). The adapter then must not complete or release lease once
-// Hijacked reports true. Run uses it; so does an adapter that runs its
-// handlers itself.
+// Hijacked reports true. The header snapshot then keeps only the fields
+// lease stores (idem.Lease.KeepHeader). Run uses it; so does an adapter
+// that runs its handlers itself.
 func (r *Recorder) ReleaseOnHijack(lease *idem.Lease) { r.lease = lease }
 
 // Unwrap returns the underlying writer, for http.ResponseController.
@@ -149,11 +155,14 @@ func (r *Recorder) Unwrap() http.ResponseWriter { return r.w }
 // Hijacked reports whether the handler hijacked the connection.
 func (r *Recorder) Hijacked() bool { return r.hijacked }
 
-// Recorded returns what the Recorder saw, for idem.Lease.Complete.
+// Recorded returns what the Recorder saw, for idem.Lease.Complete. The
+// Recorder only ever appends to the body it records, so it hands the body
+// over (BodyOwned).
 func (r *Recorder) Recorded() idem.Recorded {
 	header := r.header
 	if !r.wroteHeader {
 		header = r.w.Header()
 	}
-	return idem.Recorded{Status: r.status, Header: header, Body: r.body, Truncated: r.truncated, Streamed: r.streamed}
+	return idem.Recorded{Status: r.status, Header: header, Body: r.body, BodyOwned: true,
+		Truncated: r.truncated, Streamed: r.streamed}
 }

@@ -1,0 +1,35 @@
+package idemecho_test
+
+import (
+	"io"
+	"net/http"
+	"testing"
+
+	idemecho "github.com/idemkit/idem/adapters/echo"
+	"github.com/idemkit/idem/conformance"
+	idem "github.com/idemkit/idem/core"
+	"github.com/labstack/echo/v4"
+)
+
+// BenchmarkHTTP serves POST /orders through echo in process, with 1 KiB
+// request and response bodies: the bare handler, and the same handler
+// behind the application-wide Middleware with the memory store (first
+// request, replay, in-flight duplicate), serially and in parallel. See
+// BENCHMARKS.md.
+func BenchmarkHTTP(b *testing.B) {
+	conformance.RunBenchmarks(b, func(b *testing.B, e *idem.Engine) func() conformance.BenchClient {
+		app := echo.New()
+		if e != nil {
+			app.Use(idemecho.Middleware(e))
+		}
+		app.POST(conformance.BenchPath, func(c echo.Context) error {
+			body, err := io.ReadAll(c.Request().Body)
+			if err != nil || len(body) != len(conformance.BenchRequestBody) {
+				return echo.NewHTTPError(http.StatusBadRequest, "the request body did not arrive whole")
+			}
+			c.Response().Header().Set(echo.HeaderLocation, conformance.BenchPath+"/1")
+			return c.Blob(http.StatusCreated, echo.MIMEApplicationJSON, conformance.BenchResponseBody)
+		})
+		return func() conformance.BenchClient { return conformance.HTTPBenchClient(app) }
+	})
+}
