@@ -14,6 +14,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	idemchi "github.com/idemkit/idem/adapters/chi"
+	"github.com/idemkit/idem/conformance"
 	idem "github.com/idemkit/idem/core"
 )
 
@@ -37,15 +38,8 @@ func (o *routes) take() []string {
 	return names
 }
 
-func newEngine(t *testing.T, cfg idem.Config) *idem.Engine {
-	t.Helper()
-	e, err := idem.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Close() })
-	return e
-}
+// newEngine is the conformance suite's engine helper: closed at cleanup.
+var newEngine = conformance.NewEngine
 
 // counter is a handler that counts its runs and answers 201 with the run's
 // number.

@@ -13,20 +13,14 @@ import (
 	"time"
 
 	idemecho "github.com/idemkit/idem/adapters/echo"
+	"github.com/idemkit/idem/conformance"
 	idem "github.com/idemkit/idem/core"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 )
 
-func newEngine(t *testing.T, cfg idem.Config) *idem.Engine {
-	t.Helper()
-	engine, err := idem.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = engine.Close() })
-	return engine
-}
+// newEngine is the conformance suite's engine helper: closed at cleanup.
+var newEngine = conformance.NewEngine
 
 func newEcho() *echo.Echo {
 	e := echo.New()

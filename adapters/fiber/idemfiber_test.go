@@ -21,18 +21,12 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/middleware/recover"
 	idemfiber "github.com/idemkit/idem/adapters/fiber"
+	"github.com/idemkit/idem/conformance"
 	idem "github.com/idemkit/idem/core"
 )
 
-func newEngine(t testing.TB, cfg idem.Config) *idem.Engine {
-	t.Helper()
-	e, err := idem.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.Close() })
-	return e
-}
+// newEngine is the conformance suite's engine helper: closed at cleanup.
+var newEngine = conformance.NewEngine
 
 // serve runs f on a loopback listener until t's cleanup.
 func serve(t testing.TB, f *fiber.App) string {
