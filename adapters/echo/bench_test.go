@@ -3,7 +3,6 @@ package idemecho_test
 import (
 	"net/http"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -11,12 +10,6 @@ import (
 	idem "github.com/idemkit/idem/core"
 	"github.com/labstack/echo/v4"
 )
-
-// benchApp serves POST /orders with a 64-byte JSON answer, with or without
-// the idem middleware, on the in-memory store.
-func benchApp(b *testing.B, withIdem bool) *echo.Echo {
-	return benchAppMounted(b, withIdem, false)
-}
 
 // benchAppMounted mounts idem with e.Use, or, when merged, as a group layer
 // and a route layer that merge on every request.
@@ -62,24 +55,15 @@ func benchServe(b *testing.B, e *echo.Echo, key func(i int) string) {
 	}
 }
 
-// BenchmarkBaseline is the same request without idem, to subtract.
-func BenchmarkBaseline(b *testing.B) {
-	benchServe(b, benchApp(b, false), func(int) string { return "" })
-}
-
-// BenchmarkExecute runs the handler under a fresh key every time: lease,
-// record, complete.
-func BenchmarkExecute(b *testing.B) {
-	benchServe(b, benchApp(b, true), func(i int) string { return "key-" + strconv.Itoa(i) })
-}
-
-// BenchmarkReplay answers every request from the recorded response.
-func BenchmarkReplay(b *testing.B) {
-	benchServe(b, benchApp(b, true), func(int) string { return "same-key" })
-}
-
 // BenchmarkReplayMerged replays through a group layer and a route layer,
-// which echo composes, and idemecho merges, on every request.
+// which echo composes, and idemecho merges, on every request; compare with
+// BenchmarkReplayUse, one layer mounted with e.Use. The other paths are
+// measured by BenchmarkHTTP.
 func BenchmarkReplayMerged(b *testing.B) {
 	benchServe(b, benchAppMounted(b, true, true), func(int) string { return "same-key" })
+}
+
+// BenchmarkReplayUse replays through a single layer mounted with e.Use.
+func BenchmarkReplayUse(b *testing.B) {
+	benchServe(b, benchAppMounted(b, true, false), func(int) string { return "same-key" })
 }
