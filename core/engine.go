@@ -32,6 +32,8 @@ type Engine struct {
 	// rendered holds the default rendering of every problem whose content
 	// is fixed by the configuration, by type; nil with a custom renderer.
 	rendered map[string]*Response
+	// renewals schedules the first renewal of every lease (B16).
+	renewals [renewalShards]renewals
 }
 
 // renderFixedProblems renders once the problems that read the same on every
@@ -58,6 +60,9 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, store: cfg.Store, tokens: newTokenSource(), observer: cfg.Observer, logger: cfg.Logger}
+	for i := range e.renewals {
+		e.renewals[i].after = cfg.LeaseTime / 2
+	}
 	if defaultRender {
 		e.rendered = renderFixedProblems(&e.cfg)
 	}
@@ -316,9 +321,9 @@ func (e *Engine) parseKey(values []string) (string, error) {
 // acquire leases key, or returns its live record and true.
 func (e *Engine) acquire(ctx context.Context, store Store, key string, token Token, fp []byte) (Record, bool, error) {
 	if m, ok := store.(*MemoryStore); ok {
-		// Never waits on I/O: no timer. The engine made fp and never
-		// writes into it, and only reads the record it gets back, which
-		// may share its slices with the store: no copies either way.
+		// Never waits on I/O: no timer. The engine only reads the record
+		// it gets back, which shares its bytes with the store: no copy of
+		// a stored response.
 		return m.acquire(ctx, key, token, fp, e.cfg.LeaseTime)
 	}
 	ctx, cancel := e.storeContext(ctx, store)
@@ -357,9 +362,9 @@ func (e *Engine) problem(ctx context.Context, ev Event, p *Problem) Decision {
 }
 
 func (e *Engine) replay(ctx context.Context, ev Event, resp *Response) Decision {
-	h := make([]HeaderField, len(resp.Header), len(resp.Header)+1)
-	copy(h, resp.Header)
-	resp.Header = append(h, HeaderField{ReplayedHeader, "true"})
+	// resp.Header is the engine's own (a store returns a record that is
+	// the caller's own; the memory store leaves room for this field).
+	resp.Header = append(resp.Header, HeaderField{ReplayedHeader, "true"})
 	if e.cfg.ReplayStatus != 0 {
 		resp.Status = e.cfg.ReplayStatus
 	}
@@ -434,18 +439,24 @@ type Lease struct {
 	parent context.Context
 	ev     Event
 
-	mu    sync.Mutex
-	done  bool
-	lost  bool
+	mu   sync.Mutex
+	done bool
+	lost bool
+	// timer renews the lease after its first renewal; until then the
+	// lease waits in queue.
 	timer *time.Timer
+	queue *renewals
+
+	// Guarded by queue.mu.
+	queued     bool
+	due        time.Time
+	prev, next *Lease
 }
 
 func (e *Engine) newLease(ctx context.Context, store Store, key string, token Token, fp []byte, retention time.Duration, ev Event) *Lease {
 	l := &Lease{e: e, store: store, key: key, token: token, fp: fp, retention: retention,
-		parent: ctx, ev: ev}
-	l.mu.Lock() // renew may run before AfterFunc returns
-	l.timer = time.AfterFunc(e.cfg.LeaseTime/2, l.renew)
-	l.mu.Unlock()
+		parent: ctx, ev: ev, queue: &e.renewals[token[15]%renewalShards]}
+	l.queue.add(l)
 	return l
 }
 
@@ -485,7 +496,12 @@ func (l *Lease) renew() {
 		l.report(ev)
 		next = l.e.cfg.LeaseTime / 8
 	}
-	l.timer.Reset(next)
+	if l.timer == nil {
+		// renew takes l.mu first: it cannot run before l.timer is set.
+		l.timer = time.AfterFunc(next, l.renew)
+	} else {
+		l.timer.Reset(next)
+	}
 }
 
 // finish marks the lease done; it reports false when it already was.
@@ -496,7 +512,10 @@ func (l *Lease) finish() bool {
 		return false
 	}
 	l.done = true
-	l.timer.Stop()
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.queue.remove(l)
 	return true
 }
 
@@ -520,28 +539,36 @@ func (l *Lease) Complete(rec Recorded) error {
 	if !l.e.stored(status) {
 		return l.release(status, nil)
 	}
+	var err error
+	if m, ok := l.store.(*MemoryStore); ok {
+		// The memory store copies what it keeps and retains nothing of
+		// stored, so the header fields can be gathered on the stack. It
+		// never waits and reads no context values: no detached context
+		// to make.
+		var buf [8]HeaderField
+		stored := l.record(status, &rec, buf[:0])
+		err = m.complete(context.Background(), l.key, l.token, &stored, l.retention)
+	} else {
+		stored := l.record(status, &rec, nil)
+		ctx, cancel := l.e.storeContext(l.detached(), l.store)
+		err = l.store.Complete(ctx, l.key, l.token, &stored, l.retention)
+		cancel()
+	}
+	l.reportEnd(status, err, Stored, nil)
+	return err
+}
+
+// record is what Complete stores for rec, its header fields appended to
+// header.
+func (l *Lease) record(status int, rec *Recorded, header []HeaderField) Record {
 	stored := Record{State: Completed, Token: l.token, Fingerprint: l.fp, Status: status}
 	if rec.Truncated || rec.Streamed {
 		stored.NotReplayable = true
 	} else {
 		stored.Body = rec.Body
-		stored.Header = l.e.filterHeader(rec.Header)
+		stored.Header = l.e.appendHeader(header, rec.Header)
 	}
-	var err error
-	if m, ok := l.store.(*MemoryStore); ok {
-		// The header slice is the engine's own; the body is handed over
-		// when the adapter says so.
-		// It never waits and reads no context values: no detached
-		// context to make.
-		err = m.completeOwned(context.Background(), l.key, l.token, &stored, rec.BodyOwned, l.retention)
-	} else {
-		out := stored // only this copy escapes to the interface
-		ctx, cancel := l.e.storeContext(l.detached(), l.store)
-		err = l.store.Complete(ctx, l.key, l.token, &out, l.retention)
-		cancel()
-	}
-	l.reportEnd(status, err, Stored, nil)
-	return err
+	return stored
 }
 
 // KeepHeader returns, as a Header of its own, the fields of h that the
@@ -615,24 +642,30 @@ func (l *Lease) report(ev Event) {
 	l.e.report(l.detached(), ev)
 }
 
-// filterHeader keeps the allowlisted header fields (B20).
+// filterHeader returns the allowlisted header fields (B20) as a slice of
+// their own, exactly sized.
 func (e *Engine) filterHeader(h Header) []HeaderField {
-	if k, ok := h.(keptHeader); ok {
-		return k // filtered by KeepHeader; a store copies what it keeps
-	}
-	if h == nil {
+	var buf [8]HeaderField
+	out := e.appendHeader(buf[:0], h)
+	if len(out) == 0 {
 		return nil
 	}
-	var buf [8]HeaderField
-	out := buf[:0]
+	return append(make([]HeaderField, 0, len(out)), out...)
+}
+
+// appendHeader appends the allowlisted header fields of h (B20) to out, or
+// returns h's own fields when KeepHeader already filtered them.
+func (e *Engine) appendHeader(out []HeaderField, h Header) []HeaderField {
+	if k, ok := h.(keptHeader); ok {
+		return k // a store copies what it keeps
+	}
+	if h == nil {
+		return out
+	}
 	for _, name := range e.cfg.ReplayHeaders {
 		for _, v := range h.Values(name) {
 			out = append(out, HeaderField{name, v})
 		}
 	}
-	if len(out) == 0 {
-		return nil
-	}
-	// Exactly sized: the memory store keeps this slice.
-	return append(make([]HeaderField, 0, len(out)), out...)
+	return out
 }

@@ -2,11 +2,14 @@ package idem
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Defaults of MemoryOptions.
@@ -38,8 +41,8 @@ type MemoryOptions struct {
 	Clock Clock
 }
 
-// entryOverhead approximates what a record costs beyond its bytes: the
-// entry, the record, the map slot.
+// entryOverhead approximates what a record costs beyond its bytes: its
+// slot, its index entry, the blob's header and allocation rounding.
 const entryOverhead = 160
 
 // MemoryStore is the in-memory Store, the engine's embedded default. It is
@@ -48,6 +51,10 @@ const entryOverhead = 160
 // evicts an in-flight record. Records do not survive the process, and are
 // not shared between processes: use a shared store for more than one
 // replica.
+//
+// Each record is kept as one byte slice (key, fingerprint, header fields,
+// body) and a fixed-size slot without pointers, so a store holding many
+// records costs the garbage collector one pointer per record.
 type MemoryStore struct {
 	shards     []memShard
 	seed       maphash.Seed
@@ -60,20 +67,52 @@ type MemoryStore struct {
 	stopped   chan struct{}
 }
 
+// noSlot ends the lists of slot indices: eviction, free slots, hash chains.
+const noSlot int32 = -1
+
 type memShard struct {
-	mu      sync.Mutex
-	entries map[string]*memEntry
-	bytes   int64
-	// Completed entries, oldest first: the eviction order.
-	head, tail *memEntry
-	_          [40]byte // keep shards on separate cache lines
+	memShardState
+	_ [(64 - unsafe.Sizeof(memShardState{})%64) % 64]byte // keep shards on separate cache lines
 }
 
-type memEntry struct {
-	key        string
-	rec        Record // owned by the store; never handed out
-	size       int64
-	prev, next *memEntry
+type memShardState struct {
+	mu sync.Mutex
+	// index maps the hash of a key to its first slot; keys whose hashes
+	// collide are chained through memSlot.chain. Neither keys nor values
+	// are pointers, so the collector does not scan it.
+	index map[uint64]int32
+	// slots and blobs are parallel: slot i's bytes are blobs[i]. A blob is
+	// never written into once stored, so records read from it may share
+	// it.
+	slots []memSlot
+	blobs [][]byte
+	free  int32 // first free slot, linked through next
+	count int
+	bytes int64
+	// Completed slots, oldest first: the eviction order.
+	head, tail int32
+}
+
+// memSlot describes one record; its variable-length parts are in the blob,
+// in this order: key, fingerprint, header fields (each name and value
+// preceded by its length as a uvarint), body.
+type memSlot struct {
+	hash    uint64
+	expires int64 // Unix nanoseconds
+	size    int64 // counted against MaxBytes
+	token   Token
+	status  int32
+	keyLen  int32
+	fpLen   int32
+	hdrLen  int32 // bytes of the encoded header fields
+	hdrN    int32 // number of header fields
+	// prev and next link the eviction list; next also links free slots.
+	prev, next int32
+	chain      int32 // next slot whose key has the same hash
+	state      State // 0: free
+	fpNil      bool
+	bodyNil    bool
+	notReplay  bool
 	listed     bool
 }
 
@@ -105,7 +144,9 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 		stopped:    make(chan struct{}),
 	}
 	for i := range m.shards {
-		m.shards[i].entries = make(map[string]*memEntry)
+		s := &m.shards[i]
+		s.index = make(map[uint64]int32)
+		s.free, s.head, s.tail = noSlot, noSlot, noSlot
 	}
 	if opts.SweepInterval > 0 {
 		go m.janitor(opts.SweepInterval)
@@ -142,10 +183,10 @@ func (m *MemoryStore) Sweep() {
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.mu.Lock()
-		now := m.clock.Now()
-		for _, e := range s.entries {
-			if !now.Before(e.rec.ExpiresAt) {
-				s.remove(e)
+		now := m.now()
+		for j := range s.slots {
+			if sl := &s.slots[j]; sl.state != 0 && now >= sl.expires {
+				s.remove(int32(j))
 			}
 		}
 		s.mu.Unlock()
@@ -158,15 +199,28 @@ func (m *MemoryStore) Stats() (records int, bytes int64) {
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.mu.Lock()
-		records += len(s.entries)
+		records += s.count
 		bytes += s.bytes
 		s.mu.Unlock()
 	}
 	return records, bytes
 }
 
-func (m *MemoryStore) shard(key string) *memShard {
-	return &m.shards[maphash.String(m.seed, key)%uint64(len(m.shards))]
+// locate hashes key and returns the hash and the shard that holds key.
+func (m *MemoryStore) locate(key string) (uint64, *memShard) {
+	h := maphash.String(m.seed, key)
+	return h, &m.shards[h%uint64(len(m.shards))]
+}
+
+func (m *MemoryStore) now() int64 { return m.clock.Now().UnixNano() }
+
+// after returns now plus d in Unix nanoseconds, saturating instead of
+// overflowing.
+func after(now int64, d time.Duration) int64 {
+	if d > 0 && now > math.MaxInt64-int64(d) {
+		return math.MaxInt64
+	}
+	return now + int64(d)
 }
 
 func ctxErr(ctx context.Context) error {
@@ -178,157 +232,271 @@ func ctxErr(ctx context.Context) error {
 
 // Acquire implements Store.
 func (m *MemoryStore) Acquire(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (*Record, error) {
-	rec, found, err := m.acquire(ctx, key, token, cloneBytes(fingerprint), lease)
+	rec, found, err := m.acquire(ctx, key, token, fingerprint, lease)
 	if !found {
 		return nil, err
 	}
-	return rec.Clone(), nil
+	// Header is already the caller's own slice, of immutable strings.
+	rec.Fingerprint = cloneBytes(rec.Fingerprint)
+	rec.Body = cloneBytes(rec.Body)
+	return &rec, nil
 }
 
-// acquire leases key, keeping fingerprint as it is, or returns the live
-// record and true. The record shares its Fingerprint, Header and Body with
-// the store, which never writes into them once stored (Complete replaces
-// them whole): the engine, which only reads them, uses it as it is, and
-// the replay path is spared a copy of the response.
+// acquire leases key, copying fingerprint, or returns the live record and
+// true. The record's Fingerprint and Body, and the strings of its Header,
+// share the store's bytes, which the store never writes into: the engine,
+// which only reads them, uses the record as it is, and the replay path is
+// spared a copy of the response. Its Header slice is the caller's own,
+// with room for one more field.
 func (m *MemoryStore) acquire(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (Record, bool, error) {
 	if err := ctxErr(ctx); err != nil {
 		return Record{}, false, err
 	}
-	s := m.shard(key)
+	h, s := m.locate(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := m.clock.Now()
-	if e, ok := s.entries[key]; ok {
-		if now.Before(e.rec.ExpiresAt) {
-			return e.rec, true, nil
+	now := m.now()
+	if i := s.find(h, key); i != noSlot {
+		if now < s.slots[i].expires {
+			return s.record(i), true, nil
 		}
-		s.remove(e)
+		s.remove(i)
 	}
-	e := &memEntry{key: key, rec: Record{
-		State: InFlight, Token: token, Fingerprint: fingerprint, ExpiresAt: now.Add(lease),
-	}}
-	e.size = entrySize(key, &e.rec)
-	if !s.makeRoom(m, 1, e.size, now) {
+	size := recordSize(len(key), len(fingerprint), nil, 0)
+	if !s.makeRoom(m, 1, size, now) {
 		return Record{}, false, ErrStoreFull
 	}
-	s.entries[key] = e
-	s.bytes += e.size
+	blob := make([]byte, 0, len(key)+len(fingerprint))
+	blob = append(append(blob, key...), fingerprint...)
+	s.insert(h, blob, memSlot{
+		state: InFlight, token: token, expires: after(now, lease), size: size,
+		keyLen: int32(len(key)), fpLen: int32(len(fingerprint)), fpNil: fingerprint == nil, bodyNil: true,
+	})
 	return Record{}, false, nil
-}
-
-// held returns the live in-flight entry that token holds, or ErrLeaseLost.
-func (s *memShard) held(key string, token Token, now time.Time) (*memEntry, error) {
-	e, ok := s.entries[key]
-	if !ok || e.rec.State != InFlight || e.rec.Token != token || !now.Before(e.rec.ExpiresAt) {
-		return nil, ErrLeaseLost
-	}
-	return e, nil
 }
 
 // Complete implements Store.
 func (m *MemoryStore) Complete(ctx context.Context, key string, token Token, rec *Record, retention time.Duration) error {
+	return m.complete(ctx, key, token, rec, retention)
+}
+
+// complete stores rec as the completed record of key; it copies what it
+// keeps and retains nothing of rec.
+func (m *MemoryStore) complete(ctx context.Context, key string, token Token, rec *Record, retention time.Duration) error {
 	var header []HeaderField
-	if !rec.NotReplayable && len(rec.Header) > 0 {
-		header = append([]HeaderField(nil), rec.Header...)
-	}
-	return m.complete(ctx, key, token, rec, header, false, retention)
-}
-
-// completeOwned is Complete for the engine, which hands rec.Header over
-// (it built the slice and never writes into it again), and rec.Body too
-// when bodyOwned says so.
-func (m *MemoryStore) completeOwned(ctx context.Context, key string, token Token, rec *Record, bodyOwned bool, retention time.Duration) error {
-	return m.complete(ctx, key, token, rec, rec.Header, bodyOwned, retention)
-}
-
-// complete keeps header as it is, and rec.Body when bodyOwned and it does
-// not hold much unused capacity (which would cost memory the byte limit
-// does not count).
-func (m *MemoryStore) complete(ctx context.Context, key string, token Token, rec *Record, header []HeaderField, bodyOwned bool, retention time.Duration) error {
-	if err := ctxErr(ctx); err != nil {
-		return err
-	}
-	body := rec.Body
-	if !bodyOwned || cap(body)-len(body) > len(body)/8 {
-		body = cloneBytes(body)
-	}
-	s := m.shard(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := m.clock.Now()
-	e, err := s.held(key, token, now)
-	if err != nil {
-		return err
-	}
-	done := Record{
-		State: Completed, Token: token, Fingerprint: e.rec.Fingerprint, ExpiresAt: now.Add(retention),
-		Status: rec.Status, NotReplayable: rec.NotReplayable,
-	}
+	var body []byte
 	if !rec.NotReplayable {
-		done.Body, done.Header = body, header
+		header, body = rec.Header, rec.Body
 	}
-	size := entrySize(key, &done)
-	s.bytes -= e.size
-	if !s.makeRoom(m, 0, size, now) {
-		// Even alone the response does not fit: keep the outcome, drop the
-		// response, so a retry gets 410 and never a second execution.
-		done.Body, done.Header, done.NotReplayable = nil, nil, true
-		size = entrySize(key, &done)
-	}
-	e.rec, e.size = done, size
-	s.bytes += size
-	s.pushBack(e)
-	return nil
+	hdrLen := encodedHeaderLen(header)
+	return m.holding(ctx, key, token, func(s *memShard, i int32, now int64) {
+		sl := &s.slots[i]
+		size := recordSize(len(key), int(sl.fpLen), header, len(body))
+		s.bytes -= sl.size
+		notReplay := rec.NotReplayable
+		if !s.makeRoom(m, 0, size, now) {
+			// Even alone the response does not fit: keep the outcome,
+			// drop the response, so a retry gets 410 and never a second
+			// execution.
+			header, body, hdrLen, notReplay = nil, nil, 0, true
+			size = recordSize(len(key), int(sl.fpLen), nil, 0)
+		}
+		// makeRoom never removes slot i (it is in flight and not
+		// expired), and removals move no slot.
+		old := s.blobs[i]
+		keep := len(key) + int(sl.fpLen)
+		blob := make([]byte, 0, keep+hdrLen+len(body))
+		blob = append(blob, old[:keep]...)
+		for _, f := range header {
+			blob = appendString(appendString(blob, f.Name), f.Value)
+		}
+		blob = append(blob, body...)
+		s.blobs[i] = blob
+		sl.state, sl.expires, sl.size = Completed, after(now, retention), size
+		sl.status, sl.notReplay = int32(rec.Status), notReplay
+		sl.hdrLen, sl.hdrN, sl.bodyNil = int32(hdrLen), int32(len(header)), body == nil
+		s.bytes += size
+		s.pushBack(i)
+	})
 }
 
 // Release implements Store.
 func (m *MemoryStore) Release(ctx context.Context, key string, token Token) error {
-	if err := ctxErr(ctx); err != nil {
-		return err
-	}
-	s := m.shard(key)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e, err := s.held(key, token, m.clock.Now())
-	if err != nil {
-		return err
-	}
-	s.remove(e)
-	return nil
+	return m.holding(ctx, key, token, func(s *memShard, i int32, _ int64) { s.remove(i) })
 }
 
 // Renew implements Store.
 func (m *MemoryStore) Renew(ctx context.Context, key string, token Token, lease time.Duration) error {
+	return m.holding(ctx, key, token, func(s *memShard, i int32, now int64) {
+		s.slots[i].expires = after(now, lease)
+	})
+}
+
+// holding runs f, under the shard's lock, on the slot of the live
+// in-flight record that token holds, or returns ErrLeaseLost.
+func (m *MemoryStore) holding(ctx context.Context, key string, token Token, f func(s *memShard, i int32, now int64)) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
-	s := m.shard(key)
+	h, s := m.locate(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := m.clock.Now()
-	e, err := s.held(key, token, now)
+	now := m.now()
+	i, err := s.held(h, key, token, now)
 	if err != nil {
 		return err
 	}
-	e.rec.ExpiresAt = now.Add(lease)
+	f(s, i, now)
 	return nil
 }
 
-func entrySize(key string, r *Record) int64 {
-	n := int64(entryOverhead + len(key) + len(r.Fingerprint) + len(r.Body))
-	for _, h := range r.Header {
-		n += int64(len(h.Name) + len(h.Value) + 32)
+// recordSize is what a record counts against MaxBytes.
+func recordSize(keyLen, fpLen int, header []HeaderField, bodyLen int) int64 {
+	n := int64(entryOverhead + keyLen + fpLen + bodyLen)
+	for _, f := range header {
+		n += int64(len(f.Name) + len(f.Value) + 32)
 	}
 	return n
 }
 
-// makeRoom evicts the oldest completed entries, then expired in-flight ones,
-// until added more entries and size more bytes fit. The entry being completed is not listed, so it
-// is never evicted for itself.
-func (s *memShard) makeRoom(m *MemoryStore, added int, size int64, now time.Time) bool {
-	for len(s.entries)+added > m.maxEntries || s.bytes+size > m.maxBytes {
-		if s.head == nil {
-			// Only in-flight entries are left; an expired one may still go.
+func encodedHeaderLen(header []HeaderField) int {
+	n := 0
+	for _, f := range header {
+		n += uvarintLen(len(f.Name)) + len(f.Name) + uvarintLen(len(f.Value)) + len(f.Value)
+	}
+	return n
+}
+
+func uvarintLen(n int) int {
+	k := 1
+	for ; n >= 0x80; n >>= 7 {
+		k++
+	}
+	return k
+}
+
+func appendString(b []byte, s string) []byte {
+	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+}
+
+// cutString reads a string appendString wrote at the start of b and
+// returns it with the rest of b. The string shares b's bytes: b must be a
+// blob, which is never written into.
+func cutString(b []byte) (string, []byte) {
+	n, k := binary.Uvarint(b)
+	b = b[k:]
+	if n == 0 {
+		return "", b
+	}
+	return unsafe.String(&b[0], int(n)), b[n:]
+}
+
+// record decodes slot i.
+func (s *memShard) record(i int32) Record {
+	sl, b := &s.slots[i], s.blobs[i]
+	r := Record{
+		State: sl.state, Token: sl.token, ExpiresAt: time.Unix(0, sl.expires),
+		Status: int(sl.status), NotReplayable: sl.notReplay,
+	}
+	off := int(sl.keyLen)
+	end := off + int(sl.fpLen)
+	if !sl.fpNil {
+		r.Fingerprint = b[off:end:end]
+	}
+	off, end = end, end+int(sl.hdrLen)
+	if sl.hdrN > 0 {
+		r.Header = make([]HeaderField, sl.hdrN, sl.hdrN+1)
+		rest := b[off:end]
+		for j := range r.Header {
+			r.Header[j].Name, rest = cutString(rest)
+			r.Header[j].Value, rest = cutString(rest)
+		}
+	}
+	if !sl.bodyNil {
+		r.Body = b[end:len(b):len(b)]
+	}
+	return r
+}
+
+// find returns the slot of key, or noSlot.
+func (s *memShard) find(h uint64, key string) int32 {
+	i, ok := s.index[h]
+	if !ok {
+		return noSlot
+	}
+	for ; i != noSlot; i = s.slots[i].chain {
+		if string(s.blobs[i][:s.slots[i].keyLen]) == key {
+			return i
+		}
+	}
+	return noSlot
+}
+
+// held returns the slot of the live in-flight record that token holds, or
+// ErrLeaseLost.
+func (s *memShard) held(h uint64, key string, token Token, now int64) (int32, error) {
+	i := s.find(h, key)
+	if i == noSlot {
+		return noSlot, ErrLeaseLost
+	}
+	if sl := &s.slots[i]; sl.state != InFlight || sl.token != token || now >= sl.expires {
+		return noSlot, ErrLeaseLost
+	}
+	return i, nil
+}
+
+// insert stores a new record in a free slot.
+func (s *memShard) insert(h uint64, blob []byte, sl memSlot) {
+	i := s.free
+	if i == noSlot {
+		i = int32(len(s.slots))
+		s.slots = append(s.slots, memSlot{})
+		s.blobs = append(s.blobs, nil)
+	} else {
+		s.free = s.slots[i].next
+	}
+	sl.hash, sl.prev, sl.next, sl.chain = h, noSlot, noSlot, noSlot
+	if first, ok := s.index[h]; ok {
+		sl.chain = first
+	}
+	s.slots[i], s.blobs[i] = sl, blob
+	s.index[h] = i
+	s.count++
+	s.bytes += sl.size
+}
+
+// remove deletes the record in slot i and frees the slot.
+func (s *memShard) remove(i int32) {
+	s.unlink(i)
+	sl := &s.slots[i]
+	if first := s.index[sl.hash]; first == i {
+		if sl.chain == noSlot {
+			delete(s.index, sl.hash)
+		} else {
+			s.index[sl.hash] = sl.chain
+		}
+	} else {
+		for j := first; j != noSlot; j = s.slots[j].chain {
+			if s.slots[j].chain == i {
+				s.slots[j].chain = sl.chain
+				break
+			}
+		}
+	}
+	s.count--
+	s.bytes -= sl.size
+	*sl = memSlot{next: s.free}
+	s.blobs[i] = nil
+	s.free = i
+}
+
+// makeRoom evicts the oldest completed records, then expired in-flight
+// ones, until added more records and size more bytes fit. The record being
+// completed is not listed, so it is never evicted for itself.
+func (s *memShard) makeRoom(m *MemoryStore, added int, size int64, now int64) bool {
+	for s.count+added > m.maxEntries || s.bytes+size > m.maxBytes {
+		if s.head == noSlot {
+			// Only in-flight records are left; an expired one may still go.
 			if !s.dropExpired(now) {
 				return false
 			}
@@ -339,48 +507,42 @@ func (s *memShard) makeRoom(m *MemoryStore, added int, size int64, now time.Time
 	return true
 }
 
-func (s *memShard) dropExpired(now time.Time) bool {
-	for _, e := range s.entries {
-		if !now.Before(e.rec.ExpiresAt) {
-			s.remove(e)
+func (s *memShard) dropExpired(now int64) bool {
+	for i := range s.slots {
+		if sl := &s.slots[i]; sl.state != 0 && now >= sl.expires {
+			s.remove(int32(i))
 			return true
 		}
 	}
 	return false
 }
 
-func (s *memShard) remove(e *memEntry) {
-	if s.entries[e.key] == e {
-		delete(s.entries, e.key)
-		s.bytes -= e.size
-	}
-	s.unlink(e)
-}
-
-func (s *memShard) pushBack(e *memEntry) {
-	s.unlink(e)
-	e.prev, e.next, e.listed = s.tail, nil, true
-	if s.tail != nil {
-		s.tail.next = e
+func (s *memShard) pushBack(i int32) {
+	s.unlink(i)
+	sl := &s.slots[i]
+	sl.prev, sl.next, sl.listed = s.tail, noSlot, true
+	if s.tail != noSlot {
+		s.slots[s.tail].next = i
 	} else {
-		s.head = e
+		s.head = i
 	}
-	s.tail = e
+	s.tail = i
 }
 
-func (s *memShard) unlink(e *memEntry) {
-	if !e.listed {
+func (s *memShard) unlink(i int32) {
+	sl := &s.slots[i]
+	if !sl.listed {
 		return
 	}
-	if e.prev != nil {
-		e.prev.next = e.next
+	if sl.prev != noSlot {
+		s.slots[sl.prev].next = sl.next
 	} else {
-		s.head = e.next
+		s.head = sl.next
 	}
-	if e.next != nil {
-		e.next.prev = e.prev
+	if sl.next != noSlot {
+		s.slots[sl.next].prev = sl.prev
 	} else {
-		s.tail = e.prev
+		s.tail = sl.prev
 	}
-	e.prev, e.next, e.listed = nil, nil, false
+	sl.prev, sl.next, sl.listed = noSlot, noSlot, false
 }

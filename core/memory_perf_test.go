@@ -23,7 +23,7 @@ import (
 // headers, allocation rounding) is overhead.
 //
 // It completes 50,000 requests; IDEM_MEMORY_FOOTPRINT=1 makes it complete
-// one million (about 0.7 GB of heap, some seconds), the figure
+// one million (about 0.55 GB of heap, some seconds), the figure
 // BENCHMARKS.md reports.
 func TestMemoryFootprint(t *testing.T) {
 	if testing.Short() {

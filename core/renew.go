@@ -1,0 +1,82 @@
+package idem
+
+import (
+	"sync"
+	"time"
+)
+
+// renewalShards is how many independently locked queues an engine spreads
+// its leases over.
+const renewalShards = 8
+
+// renewals schedules the first renewal of leases (B16) on one timer instead
+// of one timer per lease. Every lease of an engine falls due half a lease
+// time after it starts, so leases fall due in the order they were queued,
+// and a list in that order is the whole schedule: queueing and dequeueing
+// a lease cost no allocation. A lease still running when it falls due gets
+// a timer of its own for later renewals.
+type renewals struct {
+	mu         sync.Mutex
+	head, tail *Lease
+	timer      *time.Timer
+	after      time.Duration
+}
+
+// add queues l to be renewed after r.after.
+func (r *renewals) add(l *Lease) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l.due = time.Now().Add(r.after)
+	l.queued, l.prev, l.next = true, r.tail, nil
+	if r.tail != nil {
+		// The timer is set for the head, which falls due no later than l.
+		r.tail.next = l
+		r.tail = l
+		return
+	}
+	r.head, r.tail = l, l
+	if r.timer == nil {
+		r.timer = time.AfterFunc(r.after, r.fire)
+	} else {
+		r.timer.Reset(r.after)
+	}
+}
+
+// remove dequeues l if it is still queued.
+func (r *renewals) remove(l *Lease) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l.queued {
+		r.unlink(l)
+	}
+}
+
+func (r *renewals) unlink(l *Lease) {
+	if l.prev != nil {
+		l.prev.next = l.next
+	} else {
+		r.head = l.next
+	}
+	if l.next != nil {
+		l.next.prev = l.prev
+	} else {
+		r.tail = l.prev
+	}
+	l.queued, l.prev, l.next = false, nil, nil
+}
+
+// fire starts the renewal of every lease that fell due, each in a goroutine
+// of its own as a store call may wait, and sets the timer for the next.
+func (r *renewals) fire() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	for r.head != nil && !now.Before(r.head.due) {
+		l := r.head
+		r.unlink(l)
+		go l.renew()
+	}
+	if r.head != nil {
+		r.timer.Reset(r.head.due.Sub(now))
+	}
+}
