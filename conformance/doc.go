@@ -31,6 +31,22 @@
 //		return newRedisStore(t)
 //	}))
 //
+// # Benchmarking an adapter
+//
+// [RunBenchmarks] measures an adapter the same way for every framework:
+// POST [BenchPath] with a 1 KiB JSON body and a 1 KiB answer, without idem
+// (path=bare) and behind it with the memory store (path=first, replay,
+// in-flight), serially and in parallel, reporting CPU time per request
+// besides wall time. Give it a [BenchApp] from a _test.go file:
+//
+//	func BenchmarkHTTP(b *testing.B) {
+//		conformance.RunBenchmarks(b, func(b *testing.B, e *idem.Engine) func() conformance.BenchClient {
+//			h := conformance.BenchHandler // behind your middleware when e is not nil
+//			...
+//			return func() conformance.BenchClient { return conformance.HTTPBenchClient(h) }
+//		})
+//	}
+//
 // The package imports only the standard library and the core package; it
 // never imports an adapter. Stores have their own suite, in package
 // storetest.
