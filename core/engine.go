@@ -236,7 +236,10 @@ func (e *Engine) Begin(r *Request) Decision {
 			ev.Outcome = StoreError
 			return e.problem(ctx, ev, problemStoreUnavailable(storeRetryAfter))
 		}
-		if !found {
+		// A record held by this request's own token means an earlier
+		// attempt of this same Acquire took effect, as when a client
+		// retries a call whose reply was lost: the lease is ours.
+		if !found || rec.State == InFlight && rec.Token == token {
 			d.Action = Run
 			d.Lease = e.newLease(ctx, store, storageKey, token, fp, route.Retention, ev)
 			ev.Outcome = Executed

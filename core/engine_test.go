@@ -945,3 +945,32 @@ func TestBodyBytesAreFingerprintedInPlace(t *testing.T) {
 	r.BodyBytes = []byte("123456789")
 	mustProblem(t, f.serve(r, nil), 413, idem.ProblemRequestTooLarge)
 }
+
+// replayingStore runs every Acquire twice, as a store client does that
+// retries a call whose reply it lost: the second attempt finds the record
+// the first one created.
+type replayingStore struct{ idem.Store }
+
+func (s replayingStore) Acquire(ctx context.Context, key string, token idem.Token, fp []byte, lease time.Duration) (*idem.Record, error) {
+	if _, err := s.Store.Acquire(ctx, key, token, fp, lease); err != nil {
+		return nil, err
+	}
+	return s.Store.Acquire(ctx, key, token, fp, lease)
+}
+
+func TestRetriedAcquireKeepsTheLease(t *testing.T) {
+	f := newFixture(t, nil)
+	eng, err := idem.New(idem.Config{Store: replayingStore{f.store}, Clock: f.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Close() })
+	d := eng.Begin(req("k", "{}"))
+	if d.Action != idem.Run {
+		t.Fatalf("a retried Acquire that took effect: %v, want the lease (Run)", d.Action)
+	}
+	if d2 := eng.Begin(req("k", "{}")); d2.Action != idem.Respond || d2.Response.Status != 409 {
+		t.Fatalf("another request with the key: %+v, want 409", d2)
+	}
+	_ = d.Lease.Complete(idem.Recorded{Status: 201})
+}

@@ -76,7 +76,16 @@ func newRedisClient(t testing.TB, url string) *redis.Client {
 	opts.ContextTimeoutEnabled = true
 	opts.PoolSize = 64
 	opts.DialTimeout = time.Second
-	opts.MaxRetries = -1
+	// A command that meets a connection the server closed (after a
+	// restart) is retried on another one, as go-redis does by default,
+	// which the engine makes safe (a retried Acquire that took effect
+	// keeps its lease); the retries and dials are quick, so that a request
+	// during an outage is answered 503 at once rather than after backoffs.
+	opts.MaxRetries = 3
+	opts.MinRetryBackoff = time.Millisecond
+	opts.MaxRetryBackoff = 5 * time.Millisecond
+	opts.DialerRetries = 1
+	opts.DialerRetryTimeout = time.Millisecond
 	c := redis.NewClient(opts)
 	t.Cleanup(func() { _ = c.Close() })
 	return c

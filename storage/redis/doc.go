@@ -17,7 +17,12 @@
 // Set ContextTimeoutEnabled in the client's options so that the engine's
 // StoreTimeout (and a client's cancellation before the store is reached)
 // bounds each call; without it go-redis applies only its own read and
-// write timeouts once a command is sent.
+// write timeouts once a command is sent. Keep go-redis's command retries
+// (MaxRetries): after a Redis restart they move a call off a connection the
+// server closed, and the engine treats a retried Acquire that already took
+// effect as its own lease. During an outage each call waits out the
+// client's dial retries (DialerRetries, DialerRetryTimeout) before the
+// engine answers 503, bounded by StoreTimeout; lower them to fail faster.
 //
 // Records are stored in a compact, versioned binary encoding; bodies and
 // header values round-trip byte for byte. The keys that reach Redis are
