@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"unsafe"
 
 	idem "github.com/idemkit/idem/core"
 )
@@ -98,33 +99,33 @@ func RunBenchmarks(b *testing.B, app BenchApp) {
 	for _, mode := range []string{"serial", "parallel"} {
 		parallel := mode == "parallel"
 		b.Run("mode="+mode+"/path=bare", func(b *testing.B) {
-			MeasureRequests(b, app(b, nil), BenchKeys(b.N), http.StatusCreated, false, parallel)
+			MeasureRequests(b, app(b, nil), NewKeySet(b.N), http.StatusCreated, false, parallel)
 		})
 		b.Run("mode="+mode+"/path=first", func(b *testing.B) {
 			newClient := app(b, benchEngine(b))
-			keys := BenchKeys(b.N)
+			keys := NewKeySet(b.N)
 			WarmHeap(b.N * FirstRequestHeap)
 			MeasureRequests(b, newClient, keys, http.StatusCreated, false, parallel)
 		})
 		b.Run("mode="+mode+"/path=replay", func(b *testing.B) {
 			newClient := app(b, benchEngine(b))
-			key := BenchKeys(1)[0]
-			if status, _ := newClient().Post(key); status != http.StatusCreated {
+			keys := RepeatKey(b.N)
+			if status, _ := newClient().Post(keys.Key(0)); status != http.StatusCreated {
 				b.Fatalf("the first request answered %d, want 201", status)
 			}
-			MeasureRequests(b, newClient, repeat(key, b.N), http.StatusCreated, true, parallel)
+			MeasureRequests(b, newClient, keys, http.StatusCreated, true, parallel)
 		})
 		b.Run("mode="+mode+"/path=in-flight", func(b *testing.B) {
 			e := benchEngine(b)
 			newClient := app(b, e)
-			key := BenchKeys(1)[0]
+			keys := RepeatKey(b.N)
 			d := e.Begin(&idem.Request{Method: http.MethodPost, Path: BenchPath,
-				Header: http.Header{idem.DefaultHeaderName: {key}}, BodyBytes: BenchRequestBody})
+				Header: http.Header{idem.DefaultHeaderName: {keys.Key(0)}}, BodyBytes: BenchRequestBody})
 			if d.Action != idem.Run {
 				b.Fatalf("leasing the key: Begin = %v, want run", d.Action)
 			}
 			b.Cleanup(func() { _ = d.Lease.Release(nil) })
-			MeasureRequests(b, newClient, repeat(key, b.N), http.StatusConflict, false, parallel)
+			MeasureRequests(b, newClient, keys, http.StatusConflict, false, parallel)
 		})
 	}
 }
@@ -138,24 +139,51 @@ func benchEngine(b *testing.B) *idem.Engine {
 	return e
 }
 
-// BenchKeys returns n distinct keys in the shape of a UUID (36
-// characters), with a random part so that they are new to any store.
-func BenchKeys(n int) []string {
-	var r [4]byte
-	_, _ = rand.Read(r[:])
-	keys := make([]string, n)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("%08x-0000-4000-8000-%012d", r, i)
-	}
-	return keys
+// KeySet holds the keys of a benchmark run, made before its timer
+// starts. The keys live in one pointer-free buffer that is never written
+// after it is made, and Key returns views of it: a run of b.N requests
+// keeps no b.N strings or string headers for the garbage collector to scan
+// on every cycle, which would otherwise add a cost per request that grows
+// with b.N and with how often the benchmark collects, unlike anything a
+// server does. Every KeySet of n keys holds n*36 bytes, repeated keys
+// too, so that each path of a benchmark runs with the same live heap and
+// the collector runs as often in each (with a smaller heap it runs more
+// often, and a path would pay for that, not for its own work).
+type KeySet struct {
+	buf []byte
 }
 
-func repeat(key string, n int) []string {
-	keys := make([]string, n)
-	for i := range keys {
-		keys[i] = key
+// keyLen is the length of a benchmark key: the shape of a UUID.
+const keyLen = 36
+
+// NewKeySet returns n distinct keys in the shape of a UUID (36
+// characters), with a random part so that they are new to any store.
+func NewKeySet(n int) KeySet {
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	buf := make([]byte, 0, n*keyLen)
+	for i := range n {
+		buf = fmt.Appendf(buf, "%08x-0000-4000-8000-%012d", r, i)
 	}
-	return keys
+	return KeySet{buf: buf}
+}
+
+// RepeatKey returns a KeySet of n times the same new key.
+func RepeatKey(n int) KeySet {
+	key := NewKeySet(1).buf
+	buf := make([]byte, 0, n*keyLen)
+	for range n {
+		buf = append(buf, key...)
+	}
+	return KeySet{buf: buf}
+}
+
+// Len returns how many keys k holds.
+func (k KeySet) Len() int { return len(k.buf) / keyLen }
+
+// Key returns the i-th key, without allocating.
+func (k KeySet) Key(i int) string {
+	return unsafe.String(&k.buf[i*keyLen], keyLen)
 }
 
 // FirstRequestHeap is how many bytes of warm heap per request a benchmark
@@ -185,12 +213,12 @@ func WarmHeap(size int) {
 	runtime.GC()
 }
 
-// MeasureRequests sends len(keys) requests, the i-th with keys[i], through
-// clients made by newClient, serially or under b.RunParallel (one client
-// per goroutine), and fails the benchmark at the first answer whose status
-// is not want or that is not replayed as replayed says. len(keys) should
-// be b.N; the keys are made before the timer starts.
-func MeasureRequests(b *testing.B, newClient func() BenchClient, keys []string, want int, replayed bool, parallel bool) {
+// MeasureRequests sends keys.Len() requests, the i-th with keys.Key(i),
+// through clients made by newClient, serially or under b.RunParallel (one
+// client per goroutine), and fails the benchmark at the first answer whose
+// status is not want or that is not replayed as replayed says.
+// keys.Len() should be b.N.
+func MeasureRequests(b *testing.B, newClient func() BenchClient, keys KeySet, want int, replayed bool, parallel bool) {
 	check := func(status int, rep bool) bool {
 		if status != want || rep != replayed {
 			b.Errorf("answer: status %d, replayed %v; want %d, replayed %v", status, rep, want, replayed)
@@ -211,8 +239,8 @@ func MeasureRequests(b *testing.B, newClient func() BenchClient, keys []string, 
 	if !parallel {
 		c := newClient()
 		b.ResetTimer()
-		for _, key := range keys {
-			if !check(c.Post(key)) {
+		for i := range keys.Len() {
+			if !check(c.Post(keys.Key(i))) {
 				return
 			}
 		}
@@ -223,7 +251,7 @@ func MeasureRequests(b *testing.B, newClient func() BenchClient, keys []string, 
 	b.RunParallel(func(pb *testing.PB) {
 		c := newClient()
 		for pb.Next() {
-			if !check(c.Post(keys[next.Add(1)-1])) {
+			if !check(c.Post(keys.Key(int(next.Add(1) - 1)))) {
 				return
 			}
 		}

@@ -108,7 +108,7 @@ func BenchmarkPeer(b *testing.B) {
 					var calls atomic.Int64
 					newClient := perfApp(p.mw(b), &calls)
 					if path == "first" {
-						keys := conformance.BenchKeys(b.N)
+						keys := conformance.NewKeySet(b.N)
 						conformance.WarmHeap(b.N * conformance.FirstRequestHeap)
 						conformance.MeasureRequests(b, newClient, keys, http.StatusCreated, false, parallel)
 						if got := calls.Load(); got != int64(b.N) {
@@ -116,13 +116,9 @@ func BenchmarkPeer(b *testing.B) {
 						}
 						return
 					}
-					key := conformance.BenchKeys(1)[0]
-					if status, _ := newClient().Post(key); status != http.StatusCreated {
+					keys := conformance.RepeatKey(b.N)
+					if status, _ := newClient().Post(keys.Key(0)); status != http.StatusCreated {
 						b.Fatalf("the first request answered %d, want 201", status)
-					}
-					keys := make([]string, b.N)
-					for i := range keys {
-						keys[i] = key
 					}
 					conformance.MeasureRequests(b, newClient, keys, http.StatusCreated, p.replayed, parallel)
 					if got := calls.Load(); got != 1 {
