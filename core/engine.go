@@ -3,12 +3,15 @@ package idem
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // How long Retry-After tells a client to wait.
@@ -34,6 +37,14 @@ type Engine struct {
 	rendered map[string]*Response
 	// renewals schedules the first renewal of every lease (B16).
 	renewals [renewalShards]renewals
+	// defaultKey and defaultFP report that Config.EncodeKey and
+	// Config.Fingerprint are the defaults, which the engine computes into
+	// the Lease's own arrays instead of allocating.
+	defaultKey, defaultFP bool
+	// leases recycles the Lease that Begin prepares for a keyed request
+	// and does not hand out (a replay, a conflict), when nothing can hold
+	// on to its storage key or fingerprint (see recycle).
+	leases sync.Pool
 }
 
 // renderFixedProblems renders once the problems that read the same on every
@@ -56,10 +67,12 @@ func renderFixedProblems(cfg *Config) map[string]*Response {
 // default; a contradictory Config is reported as an error.
 func New(cfg Config) (*Engine, error) {
 	defaultRender := cfg.RenderProblem == nil
+	defaultKey, defaultFP := cfg.EncodeKey == nil, cfg.Fingerprint == nil
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, store: cfg.Store, tokens: newTokenSource(), observer: cfg.Observer, logger: cfg.Logger}
+	e := &Engine{cfg: cfg, store: cfg.Store, tokens: newTokenSource(), observer: cfg.Observer, logger: cfg.Logger,
+		defaultKey: defaultKey, defaultFP: defaultFP}
 	for i := range e.renewals {
 		e.renewals[i].after = cfg.LeaseTime / 2
 	}
@@ -215,11 +228,15 @@ func (e *Engine) Begin(r *Request) Decision {
 		body = read
 	}
 
-	storageKey := e.cfg.EncodeKey(e.cfg.Scope(r), key)
+	// The lease is prepared before the store is asked: the default
+	// storage key and fingerprint are written into its arrays, so a first
+	// request allocates nothing else for them.
+	l := e.prepareLease()
+	storageKey, fp := e.keyAndFingerprint(l, r, key, body)
 	ev.KeyID = keyID(storageKey)
-	fp := e.cfg.Fingerprint(r, body)
 	store := route.Store
 	token := e.tokens.token()
+	defer e.recycle(l, store)
 
 	var deadline time.Time
 	for {
@@ -241,7 +258,7 @@ func (e *Engine) Begin(r *Request) Decision {
 		// retries a call whose reply was lost: the lease is ours.
 		if !found || rec.State == InFlight && rec.Token == token {
 			d.Action = Run
-			d.Lease = e.newLease(ctx, store, storageKey, token, fp, route.Retention, ev)
+			d.Lease = e.startLease(l, ctx, store, storageKey, token, fp, route.Retention, ev)
 			ev.Outcome = Executed
 			e.report(ctx, ev)
 			return d
@@ -454,13 +471,65 @@ type Lease struct {
 	queued     bool
 	due        time.Time
 	prev, next *Lease
+
+	// keyText and fpSum hold the default storage key and fingerprint.
+	keyText [storageKeyLen]byte
+	fpSum   [sha256.Size]byte
+	// kept is the header KeepHeader returns, its fields in keptBuf when
+	// they fit.
+	kept    keptHeader
+	keptBuf [4]HeaderField
 }
 
-func (e *Engine) newLease(ctx context.Context, store Store, key string, token Token, fp []byte, retention time.Duration, ev Event) *Lease {
-	l := &Lease{e: e, store: store, key: key, token: token, fp: fp, retention: retention,
-		parent: ctx, ev: ev, queue: &e.renewals[token[15]%renewalShards]}
+// prepareLease returns a Lease for Begin to fill: new, or recycled from a
+// request that did not need its own.
+func (e *Engine) prepareLease() *Lease {
+	if l, ok := e.leases.Get().(*Lease); ok {
+		return l
+	}
+	return new(Lease)
+}
+
+// keyAndFingerprint derives the storage key of key and the fingerprint of
+// r with body, the defaults into l's arrays.
+func (e *Engine) keyAndFingerprint(l *Lease, r *Request, key string, body []byte) (string, []byte) {
+	var storageKey string
+	if e.defaultKey {
+		encodeKey(&l.keyText, e.cfg.Scope(r), key)
+		// l.keyText is never written again: the lease is recycled only
+		// when nothing kept the string (see recycle).
+		storageKey = unsafe.String(&l.keyText[0], len(l.keyText))
+	} else {
+		storageKey = e.cfg.EncodeKey(e.cfg.Scope(r), key)
+	}
+	if e.defaultFP {
+		fingerprint(&l.fpSum, r, body)
+		return storageKey, l.fpSum[:]
+	}
+	return storageKey, e.cfg.Fingerprint(r, body)
+}
+
+// startLease makes l the lease of key held by token.
+func (e *Engine) startLease(l *Lease, ctx context.Context, store Store, key string, token Token, fp []byte, retention time.Duration, ev Event) *Lease {
+	l.e, l.store, l.key, l.token, l.fp, l.retention = e, store, key, token, fp, retention
+	l.parent, l.ev, l.queue = ctx, ev, &e.renewals[token[15]%renewalShards]
 	l.queue.add(l)
 	return l
+}
+
+// recycle keeps l, which Begin prepared, for another request when Begin
+// did not hand it out and nothing else can still refer to its storage key
+// or fingerprint: the memory store copies what it keeps, and only an
+// observer or a logger could keep the key's prefix from an event.
+func (e *Engine) recycle(l *Lease, store Store) {
+	if l.e != nil || e.observer != nil || e.logger != nil {
+		return
+	}
+	if _, ok := store.(*MemoryStore); !ok {
+		return
+	}
+	l.keyText, l.fpSum = [storageKeyLen]byte{}, [sha256.Size]byte{}
+	e.leases.Put(l)
 }
 
 // Token returns the lease's fencing token.
@@ -574,22 +643,25 @@ func (l *Lease) record(status int, rec *Recorded, header []HeaderField) Record {
 	return stored
 }
 
-// KeepHeader returns, as a Header of its own, the fields of h that the
-// engine stores and replays (B20). An adapter that must take a snapshot of
-// the response header when the status is sent hands this to Complete
-// instead of a copy of every field.
+// KeepHeader returns a snapshot of the fields of h that the engine stores
+// and replays (B20). An adapter that must take a snapshot of the response
+// header when the status is sent hands this to Complete instead of a copy
+// of every field. The snapshot belongs to the lease: a second call
+// replaces it.
 func (l *Lease) KeepHeader(h Header) Header {
-	return keptHeader(l.e.filterHeader(h))
+	// Past len(keptBuf) fields append moves them to a slice of their own.
+	l.kept.fields = l.e.appendHeader(l.keptBuf[:0], h)
+	return &l.kept
 }
 
 // keptHeader holds header fields the engine already filtered, in the
 // engine's order and with canonical names.
-type keptHeader []HeaderField
+type keptHeader struct{ fields []HeaderField }
 
 // Values returns the values of the fields called name.
-func (k keptHeader) Values(name string) []string {
+func (k *keptHeader) Values(name string) []string {
 	var out []string
-	for _, f := range k {
+	for _, f := range k.fields {
 		if strings.EqualFold(f.Name, name) {
 			out = append(out, f.Value)
 		}
@@ -645,24 +717,23 @@ func (l *Lease) report(ev Event) {
 	l.e.report(l.detached(), ev)
 }
 
-// filterHeader returns the allowlisted header fields (B20) as a slice of
-// their own, exactly sized.
-func (e *Engine) filterHeader(h Header) []HeaderField {
-	var buf [8]HeaderField
-	out := e.appendHeader(buf[:0], h)
-	if len(out) == 0 {
-		return nil
-	}
-	return append(make([]HeaderField, 0, len(out)), out...)
-}
-
 // appendHeader appends the allowlisted header fields of h (B20) to out, or
 // returns h's own fields when KeepHeader already filtered them.
 func (e *Engine) appendHeader(out []HeaderField, h Header) []HeaderField {
-	if k, ok := h.(keptHeader); ok {
-		return k // a store copies what it keeps
+	if k, ok := h.(*keptHeader); ok {
+		return k.fields // a store copies what it keeps
 	}
 	if h == nil {
+		return out
+	}
+	if hh, ok := h.(http.Header); ok {
+		// The names are canonical (Config.fill): look them up directly,
+		// as Values would after canonicalising them again.
+		for _, name := range e.cfg.ReplayHeaders {
+			for _, v := range hh[name] {
+				out = append(out, HeaderField{name, v})
+			}
+		}
 		return out
 	}
 	for _, name := range e.cfg.ReplayHeaders {

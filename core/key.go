@@ -98,19 +98,34 @@ func appendField(b []byte, s string) []byte {
 // DefaultEncodeKey derives a storage key: the hexadecimal SHA-256 of the
 // length-prefixed scope and key, behind a version prefix (B8).
 func DefaultEncodeKey(scope, key string) string {
+	var text [storageKeyLen]byte
+	encodeKey(&text, scope, key)
+	return string(text[:])
+}
+
+// storageKeyLen is the length of a storage key DefaultEncodeKey derives.
+const storageKeyLen = 2 * sha256.Size
+
+// encodeKey writes DefaultEncodeKey's storage key into text.
+func encodeKey(text *[storageKeyLen]byte, scope, key string) {
 	var buf [512]byte
 	b := append(buf[:0], "idem/v1\x00key"...)
 	b = appendField(b, scope)
 	b = appendField(b, key)
 	sum := sha256.Sum256(b)
-	var text [2 * sha256.Size]byte
 	hex.Encode(text[:], sum[:])
-	return string(text[:])
 }
 
 // DefaultFingerprint is the SHA-256 of the length-prefixed method, path,
 // raw query and body (B9).
 func DefaultFingerprint(r *Request, body []byte) []byte {
+	sum := make([]byte, sha256.Size)
+	fingerprint((*[sha256.Size]byte)(sum), r, body)
+	return sum
+}
+
+// fingerprint writes DefaultFingerprint's hash of r and body into sum.
+func fingerprint(sum *[sha256.Size]byte, r *Request, body []byte) {
 	var buf [256]byte
 	b := append(buf[:0], "idem/v1\x00fp"...)
 	b = appendField(b, r.Method)
@@ -120,7 +135,7 @@ func DefaultFingerprint(r *Request, body []byte) []byte {
 	h := sha256.New()
 	h.Write(b)
 	h.Write(body)
-	return h.Sum(make([]byte, 0, sha256.Size))
+	h.Sum(sum[:0])
 }
 
 // NoFingerprint turns the mismatch check off (B9): any request with a known
