@@ -313,6 +313,7 @@ func run(c echo.Context, next echo.HandlerFunc, d *idem.Decision) error {
 	// answers on the connection (B19).
 	rec := idemhttp.NewRecorder(sent, d.Lease.MaxBody())
 	rec.ReleaseOnHijack(d.Lease)
+	defer rec.Recycle() // after Complete or Release, in the deferred function below
 	res.Writer = rec
 	finished := false
 	defer func() {

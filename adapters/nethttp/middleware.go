@@ -73,6 +73,28 @@ func Handled(r *http.Request) bool {
 	return ok
 }
 
+// handledCtx marks a request context with the layer that took charge of
+// the request, as context.WithValue(ctx, handledKey{}, layer) would.
+type handledCtx struct {
+	context.Context
+	layer *layer
+}
+
+// Value returns the layer for handledKey and asks the parent otherwise.
+func (c *handledCtx) Value(key any) any {
+	if _, ok := key.(handledKey); ok {
+		return c.layer
+	}
+	return c.Context.Value(key)
+}
+
+// runState is what a request run under a lease needs, in one allocation.
+type runState struct {
+	rec  Recorder
+	ctx  handledCtx
+	body bodyReader
+}
+
 // requestPool recycles the requests handed to Engine.Begin, which does
 // not keep them.
 var requestPool = sync.Pool{New: func() any { return new(idem.Request) }}
@@ -143,11 +165,20 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		WriteResponse(w, d.Response)
 	case idem.Run:
-		ctx = context.WithValue(ctx, handledKey{}, l)
-		Run(w, withBody(r, ctx, d), d.Lease, l.next)
+		// One allocation holds what the run needs besides the request
+		// copy: the recorder, the context marking r handled and the body
+		// reader.
+		st := &runState{ctx: handledCtx{Context: ctx, layer: l}}
+		r = r.WithContext(&st.ctx)
+		if d.BodyRead {
+			st.body.Reset(d.Body)
+			r.Body = &st.body
+		}
+		st.rec.reset(w, d.Lease)
+		run(&st.rec, r, d.Lease, l.next)
 	default: // idem.Pass
 		if d.TookPart() {
-			ctx = context.WithValue(ctx, handledKey{}, l)
+			ctx = &handledCtx{Context: ctx, layer: l}
 		}
 		if d.Finding != nil {
 			ctx = idem.WithFinding(ctx, d.Finding)
@@ -205,6 +236,12 @@ func (*bodyReader) Close() error { return nil }
 func Run(w http.ResponseWriter, r *http.Request, lease *idem.Lease, next http.Handler) {
 	rec := NewRecorder(w, lease.MaxBody())
 	rec.ReleaseOnHijack(lease)
+	run(rec, r, lease, next)
+}
+
+// run is Run with a Recorder the caller made for lease.
+func run(rec *Recorder, r *http.Request, lease *idem.Lease, next http.Handler) {
+	defer rec.Recycle()
 	returned := false
 	defer func() {
 		if !returned && !rec.Hijacked() {
@@ -224,12 +261,23 @@ func Run(w http.ResponseWriter, r *http.Request, lease *idem.Lease, next http.Ha
 func WriteResponse(w http.ResponseWriter, resp *idem.Response) {
 	h := w.Header()
 	for _, f := range resp.Header {
-		h.Del(f.Name)
+		delete(h, http.CanonicalHeaderKey(f.Name))
 	}
-	for _, f := range resp.Header {
-		h.Add(f.Name, f.Value)
+	// Every value goes into one slice; each name gets a capped window of
+	// it, so that appending a later value of the same name copies it out.
+	n := len(resp.Header)
+	values := make([]string, n+1)
+	for i, f := range resp.Header {
+		name := http.CanonicalHeaderKey(f.Name)
+		values[i] = f.Value
+		if cur, ok := h[name]; ok {
+			h[name] = append(cur, f.Value)
+		} else {
+			h[name] = values[i : i+1 : i+1]
+		}
 	}
-	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
+	values[n] = strconv.Itoa(len(resp.Body))
+	h["Content-Length"] = values[n:]
 	status := resp.Status
 	if status == 0 {
 		status = http.StatusOK

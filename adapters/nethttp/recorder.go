@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 
 	idem "github.com/idemkit/idem/core"
 )
@@ -24,6 +25,7 @@ type Recorder struct {
 	header      idem.Header // as sent with the status
 	wroteHeader bool
 	body        []byte
+	pooled      *[]byte // body's buffer, from bodyPool
 	truncated   bool
 	streamed    bool
 	hijacked    bool
@@ -34,6 +36,37 @@ type Recorder struct {
 // maxBody body bytes (see idem.Lease.MaxBody).
 func NewRecorder(w http.ResponseWriter, maxBody int) *Recorder {
 	return &Recorder{w: w, max: maxBody}
+}
+
+// reset makes r a new Recorder for lease, as NewRecorder and
+// ReleaseOnHijack would.
+func (r *Recorder) reset(w http.ResponseWriter, lease *idem.Lease) {
+	*r = Recorder{w: w, max: lease.MaxBody(), lease: lease}
+}
+
+// bodyPool recycles the buffers Recorders record bodies into: a store
+// copies the body it keeps, so a buffer is free again once Complete
+// returned (see Recycle).
+var bodyPool sync.Pool
+
+// Buffers larger than maxPooledBody are left to the garbage collector
+// instead of being kept for the next small response.
+const maxPooledBody = 64 << 10
+
+// Recycle hands the buffer the Recorder recorded the body into back for
+// reuse by another Recorder. Call it once the recording was passed to
+// idem.Lease.Complete (which copies what it keeps), or was dropped; the
+// body Recorded returned must not be used after it. A Recorder that is
+// never recycled leaves its buffer to the garbage collector.
+func (r *Recorder) Recycle() {
+	if r.pooled == nil {
+		return
+	}
+	if cap(r.body) <= maxPooledBody {
+		*r.pooled = r.body[:0]
+		bodyPool.Put(r.pooled)
+	}
+	r.pooled, r.body = nil, nil
 }
 
 // Header returns the underlying writer's header map.
@@ -66,8 +99,15 @@ func (r *Recorder) Write(p []byte) (int, error) {
 }
 
 func (r *Recorder) record(p []byte) {
-	if r.truncated {
+	if r.truncated || len(p) == 0 {
 		return
+	}
+	if r.body == nil {
+		if buf, ok := bodyPool.Get().(*[]byte); ok {
+			r.pooled, r.body = buf, *buf
+		} else {
+			r.pooled = new([]byte)
+		}
 	}
 	if room := r.max - len(r.body); len(p) > room {
 		r.body = append(r.body, p[:room]...)
@@ -155,14 +195,13 @@ func (r *Recorder) Unwrap() http.ResponseWriter { return r.w }
 // Hijacked reports whether the handler hijacked the connection.
 func (r *Recorder) Hijacked() bool { return r.hijacked }
 
-// Recorded returns what the Recorder saw, for idem.Lease.Complete. The
-// Recorder only ever appends to the body it records, so it hands the body
-// over (BodyOwned).
+// Recorded returns what the Recorder saw, for idem.Lease.Complete. Its
+// body is the Recorder's buffer, valid until Recycle.
 func (r *Recorder) Recorded() idem.Recorded {
 	header := r.header
 	if !r.wroteHeader {
 		header = r.w.Header()
 	}
-	return idem.Recorded{Status: r.status, Header: header, Body: r.body, BodyOwned: true,
+	return idem.Recorded{Status: r.status, Header: header, Body: r.body,
 		Truncated: r.truncated, Streamed: r.streamed}
 }
