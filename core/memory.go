@@ -232,7 +232,7 @@ func ctxErr(ctx context.Context) error {
 
 // Acquire implements Store.
 func (m *MemoryStore) Acquire(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (*Record, error) {
-	rec, found, err := m.acquire(ctx, key, token, fingerprint, lease)
+	rec, found, _, err := m.acquire(ctx, key, token, fingerprint, lease)
 	if !found {
 		return nil, err
 	}
@@ -248,9 +248,9 @@ func (m *MemoryStore) Acquire(ctx context.Context, key string, token Token, fing
 // which only reads them, uses the record as it is, and the replay path is
 // spared a copy of the response. Its Header slice is the caller's own,
 // with room for one more field.
-func (m *MemoryStore) acquire(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (Record, bool, error) {
+func (m *MemoryStore) acquire(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (rec Record, found bool, slot int32, err error) {
 	if err := ctxErr(ctx); err != nil {
-		return Record{}, false, err
+		return Record{}, false, noSlot, err
 	}
 	h, s := m.locate(key)
 	s.mu.Lock()
@@ -258,38 +258,39 @@ func (m *MemoryStore) acquire(ctx context.Context, key string, token Token, fing
 	now := m.now()
 	if i := s.find(h, key); i != noSlot {
 		if now < s.slots[i].expires {
-			return s.record(i), true, nil
+			return s.record(i), true, noSlot, nil
 		}
 		s.remove(i)
 	}
 	size := recordSize(len(key), len(fingerprint), nil, 0)
 	if !s.makeRoom(m, 1, size, now) {
-		return Record{}, false, ErrStoreFull
+		return Record{}, false, noSlot, ErrStoreFull
 	}
 	blob := make([]byte, 0, len(key)+len(fingerprint))
 	blob = append(append(blob, key...), fingerprint...)
-	s.insert(h, blob, memSlot{
+	slot = s.insert(h, blob, memSlot{
 		state: InFlight, token: token, expires: after(now, lease), size: size,
 		keyLen: int32(len(key)), fpLen: int32(len(fingerprint)), fpNil: fingerprint == nil, bodyNil: true,
 	})
-	return Record{}, false, nil
+	return Record{}, false, slot, nil
 }
 
 // Complete implements Store.
 func (m *MemoryStore) Complete(ctx context.Context, key string, token Token, rec *Record, retention time.Duration) error {
-	return m.complete(ctx, key, token, rec, retention)
+	return m.complete(ctx, key, token, rec, retention, noSlot)
 }
 
 // complete stores rec as the completed record of key; it copies what it
-// keeps and retains nothing of rec.
-func (m *MemoryStore) complete(ctx context.Context, key string, token Token, rec *Record, retention time.Duration) error {
+// keeps and retains nothing of rec. hint is the slot acquire put the
+// in-flight record in, or noSlot.
+func (m *MemoryStore) complete(ctx context.Context, key string, token Token, rec *Record, retention time.Duration, hint int32) error {
 	var header []HeaderField
 	var body []byte
 	if !rec.NotReplayable {
 		header, body = rec.Header, rec.Body
 	}
 	hdrLen := encodedHeaderLen(header)
-	return m.holding(ctx, key, token, func(s *memShard, i int32, now int64) {
+	return m.holding(ctx, key, token, hint, func(s *memShard, i int32, now int64) {
 		sl := &s.slots[i]
 		size := recordSize(len(key), int(sl.fpLen), header, len(body))
 		s.bytes -= sl.size
@@ -322,19 +323,19 @@ func (m *MemoryStore) complete(ctx context.Context, key string, token Token, rec
 
 // Release implements Store.
 func (m *MemoryStore) Release(ctx context.Context, key string, token Token) error {
-	return m.holding(ctx, key, token, func(s *memShard, i int32, _ int64) { s.remove(i) })
+	return m.holding(ctx, key, token, noSlot, func(s *memShard, i int32, _ int64) { s.remove(i) })
 }
 
 // Renew implements Store.
 func (m *MemoryStore) Renew(ctx context.Context, key string, token Token, lease time.Duration) error {
-	return m.holding(ctx, key, token, func(s *memShard, i int32, now int64) {
+	return m.holding(ctx, key, token, noSlot, func(s *memShard, i int32, now int64) {
 		s.slots[i].expires = after(now, lease)
 	})
 }
 
 // holding runs f, under the shard's lock, on the slot of the live
 // in-flight record that token holds, or returns ErrLeaseLost.
-func (m *MemoryStore) holding(ctx context.Context, key string, token Token, f func(s *memShard, i int32, now int64)) error {
+func (m *MemoryStore) holding(ctx context.Context, key string, token Token, hint int32, f func(s *memShard, i int32, now int64)) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
@@ -342,7 +343,7 @@ func (m *MemoryStore) holding(ctx context.Context, key string, token Token, f fu
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := m.now()
-	i, err := s.held(h, key, token, now)
+	i, err := s.held(h, key, token, now, hint)
 	if err != nil {
 		return err
 	}
@@ -434,7 +435,15 @@ func (s *memShard) find(h uint64, key string) int32 {
 
 // held returns the slot of the live in-flight record that token holds, or
 // ErrLeaseLost.
-func (s *memShard) held(h uint64, key string, token Token, now int64) (int32, error) {
+func (s *memShard) held(h uint64, key string, token Token, now int64, hint int32) (int32, error) {
+	// A token is never given twice, so a slot in flight with it that
+	// holds key is the record; checking the hint spares the index.
+	if hint >= 0 && int(hint) < len(s.slots) {
+		if sl := &s.slots[hint]; sl.state == InFlight && sl.token == token && sl.hash == h &&
+			now < sl.expires && string(s.blobs[hint][:sl.keyLen]) == key {
+			return hint, nil
+		}
+	}
 	i := s.find(h, key)
 	if i == noSlot {
 		return noSlot, ErrLeaseLost
@@ -445,8 +454,8 @@ func (s *memShard) held(h uint64, key string, token Token, now int64) (int32, er
 	return i, nil
 }
 
-// insert stores a new record in a free slot.
-func (s *memShard) insert(h uint64, blob []byte, sl memSlot) {
+// insert stores a new record in a free slot and returns the slot.
+func (s *memShard) insert(h uint64, blob []byte, sl memSlot) int32 {
 	i := s.free
 	if i == noSlot {
 		i = int32(len(s.slots))
@@ -463,6 +472,7 @@ func (s *memShard) insert(h uint64, blob []byte, sl memSlot) {
 	s.index[h] = i
 	s.count++
 	s.bytes += sl.size
+	return i
 }
 
 // remove deletes the record in slot i and frees the slot.
