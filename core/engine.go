@@ -41,6 +41,8 @@ type Engine struct {
 	// Config.Fingerprint are the defaults, which the engine computes into
 	// the Lease's own arrays instead of allocating.
 	defaultKey, defaultFP bool
+	// bodies recycles the buffers request bodies are read into.
+	bodies sync.Pool
 	// leases recycles the Lease that Begin prepares for a keyed request
 	// and does not hand out (a replay, a conflict), when nothing can hold
 	// on to its storage key or fingerprint (see recycle).
@@ -176,7 +178,7 @@ func (d Decision) TookPart() bool { return d.Action != Pass || d.tookPart }
 
 // Begin decides what to do with r. It reads the key, and the body when the
 // request takes part, and looks up or leases the key in the store.
-func (e *Engine) Begin(r *Request) Decision {
+func (e *Engine) Begin(r *Request) (dec Decision) {
 	ctx := r.context()
 	ev := Event{Route: r.Route.Name, Method: r.Method}
 	if e.isSafe(r.Method) {
@@ -214,7 +216,16 @@ func (e *Engine) Begin(r *Request) Decision {
 			return e.problem(ctx, ev, problemTooLarge(e.cfg.MaxRequestBody))
 		}
 	case r.Body != nil:
-		read, err := readBody(r.Body, r.ContentLength, e.cfg.MaxRequestBody)
+		// The body is read into a recycled buffer; it goes back to the
+		// pool when Begin answers itself (a replay, a problem), since
+		// then only the engine has read it.
+		buf, _ := e.bodies.Get().(*[]byte)
+		var into, read []byte
+		if buf != nil {
+			into = *buf
+		}
+		defer func() { e.putBody(buf, read, dec.Action == Respond) }()
+		read, err := readBody(r.Body, r.ContentLength, e.cfg.MaxRequestBody, into)
 		switch {
 		case errors.Is(err, errTooLarge):
 			ev.Outcome = TooLarge
@@ -240,7 +251,7 @@ func (e *Engine) Begin(r *Request) Decision {
 
 	var deadline time.Time
 	for {
-		rec, found, err := e.acquire(ctx, store, storageKey, token, fp)
+		rec, found, slot, err := e.acquire(ctx, store, storageKey, token, fp)
 		if err != nil {
 			ev.Err = err
 			if e.cfg.FailOpen {
@@ -259,6 +270,7 @@ func (e *Engine) Begin(r *Request) Decision {
 		if !found || rec.State == InFlight && rec.Token == token {
 			d.Action = Run
 			d.Lease = e.startLease(l, ctx, store, storageKey, token, fp, route.Retention, ev)
+			l.slot = slot
 			ev.Outcome = Executed
 			e.report(ctx, ev)
 			return d
@@ -338,8 +350,9 @@ func (e *Engine) parseKey(values []string) (string, error) {
 	return key, nil
 }
 
-// acquire leases key, or returns its live record and true.
-func (e *Engine) acquire(ctx context.Context, store Store, key string, token Token, fp []byte) (Record, bool, error) {
+// acquire leases key, or returns its live record and true. With the
+// memory store it also returns the slot of the new in-flight record.
+func (e *Engine) acquire(ctx context.Context, store Store, key string, token Token, fp []byte) (Record, bool, int32, error) {
 	if m, ok := store.(*MemoryStore); ok {
 		// Never waits on I/O: no timer. The engine only reads the record
 		// it gets back, which shares its bytes with the store: no copy of
@@ -350,9 +363,9 @@ func (e *Engine) acquire(ctx context.Context, store Store, key string, token Tok
 	defer cancel()
 	rec, err := store.Acquire(ctx, key, token, fp, e.cfg.LeaseTime)
 	if rec == nil || err != nil {
-		return Record{}, false, err
+		return Record{}, false, noSlot, err
 	}
-	return *rec, true, nil
+	return *rec, true, noSlot, nil
 }
 
 // storeContext bounds a store call by StoreTimeout. The memory store never
@@ -412,9 +425,34 @@ func (e *Engine) found(ctx context.Context, ev Event, policy Policy, d Decision,
 
 var errTooLarge = errors.New("idem: request body too large")
 
+// maxPooledBody bounds the request body buffers Begin keeps for reuse.
+const maxPooledBody = 64 << 10
+
+// putBody returns to the pool the box buf that Begin took from it (nil
+// when the pool was empty), holding read, the body Begin read, when Begin
+// answered itself and so handed the body to nobody; otherwise the box goes
+// back empty.
+func (e *Engine) putBody(buf *[]byte, read []byte, answered bool) {
+	keep := answered && read != nil && cap(read) <= maxPooledBody
+	switch {
+	case buf == nil && !keep:
+		return
+	case buf == nil:
+		buf = new([]byte)
+	}
+	if keep {
+		clear(read) // no request body lingers in the pool
+		*buf = read[:0]
+	} else {
+		*buf = nil
+	}
+	e.bodies.Put(buf)
+}
+
 // readBody reads all of r, failing with errTooLarge past limit bytes. A
-// positive declared size sizes the buffer.
-func readBody(r io.Reader, declared, limit int64) ([]byte, error) {
+// positive declared size sizes the buffer; buf is used when it is large
+// enough.
+func readBody(r io.Reader, declared, limit int64, buf []byte) ([]byte, error) {
 	size := min(512, limit+1)
 	switch l, ok := r.(interface{ Len() int }); {
 	case ok:
@@ -425,7 +463,10 @@ func readBody(r io.Reader, declared, limit int64) ([]byte, error) {
 	if size > limit+1 {
 		return nil, errTooLarge
 	}
-	buf := make([]byte, 0, size)
+	if int64(cap(buf)) < size {
+		buf = make([]byte, 0, size)
+	}
+	buf = buf[:0]
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
@@ -471,6 +512,9 @@ type Lease struct {
 	queued     bool
 	due        time.Time
 	prev, next *Lease
+
+	// slot is where the memory store put the in-flight record.
+	slot int32
 
 	// keyText and fpSum hold the default storage key and fingerprint.
 	keyText [storageKeyLen]byte
@@ -619,7 +663,7 @@ func (l *Lease) Complete(rec Recorded) error {
 		// to make.
 		var buf [8]HeaderField
 		stored := l.record(status, &rec, buf[:0])
-		err = m.complete(context.Background(), l.key, l.token, &stored, l.retention)
+		err = m.complete(context.Background(), l.key, l.token, &stored, l.retention, l.slot)
 	} else {
 		stored := l.record(status, &rec, nil)
 		ctx, cancel := l.e.storeContext(l.detached(), l.store)
