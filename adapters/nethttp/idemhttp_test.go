@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -446,4 +448,50 @@ func TestMiddlewareRefusesBadSettings(t *testing.T) {
 		}()
 	}
 	idemhttp.Required(e, idemhttp.Retention(time.Millisecond)) // valid: no panic
+}
+
+// WriteResponse replaces fields an outer handler already set under the
+// same names, keeps repeated fields in order and leaves other fields
+// alone, whatever the case of the names it gets and however many.
+func TestWriteResponseHeader(t *testing.T) {
+	for _, extra := range []int{0, 10} {
+		w := httptest.NewRecorder()
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Link", "<old>")
+		w.Header().Set("X-Request-Id", "r-1")
+		fields := []idem.HeaderField{
+			{Name: "content-type", Value: "application/json"},
+			{Name: "Link", Value: "<a>"},
+			{Name: "Vary", Value: "Accept"},
+			{Name: "LINK", Value: "<b>"},
+		}
+		for i := range extra {
+			fields = append(fields, idem.HeaderField{Name: "X-Extra", Value: strconv.Itoa(i)})
+		}
+		idemhttp.WriteResponse(w, &idem.Response{Status: 201, Header: fields, Body: []byte("{}")})
+		h := w.Result().Header
+		want := map[string][]string{
+			"Content-Type":   {"application/json"},
+			"Link":           {"<a>", "<b>"},
+			"Vary":           {"Accept"},
+			"X-Request-Id":   {"r-1"},
+			"Content-Length": {"2"},
+		}
+		if extra > 0 {
+			for i := range extra {
+				want["X-Extra"] = append(want["X-Extra"], strconv.Itoa(i))
+			}
+		}
+		if len(h) != len(want) {
+			t.Errorf("%d extra fields: header %v, want %v", extra, h, want)
+		}
+		for name, vs := range want {
+			if got := h[name]; !slices.Equal(got, vs) {
+				t.Errorf("%d extra fields: %s = %q, want %q", extra, name, got, vs)
+			}
+		}
+		if w.Code != 201 || w.Body.String() != "{}" {
+			t.Errorf("%d extra fields: %d %q", extra, w.Code, w.Body.String())
+		}
+	}
 }

@@ -260,20 +260,37 @@ func run(rec *Recorder, r *http.Request, lease *idem.Lease, next http.Handler) {
 // set, a Content-Length, the status and the body.
 func WriteResponse(w http.ResponseWriter, resp *idem.Response) {
 	h := w.Header()
-	for _, f := range resp.Header {
-		delete(h, http.CanonicalHeaderKey(f.Name))
-	}
 	// Every value goes into one slice; each name gets a capped window of
 	// it, so that appending a later value of the same name copies it out.
+	// The first field of a name replaces what was set before, the others
+	// add to it.
 	n := len(resp.Header)
 	values := make([]string, n+1)
+	var seen [8]string // the canonical names so far, for a short header
 	for i, f := range resp.Header {
 		name := http.CanonicalHeaderKey(f.Name)
 		values[i] = f.Value
-		if cur, ok := h[name]; ok {
-			h[name] = append(cur, f.Value)
+		first := true
+		if n <= len(seen) {
+			for _, s := range seen[:i] {
+				if s == name {
+					first = false
+					break
+				}
+			}
+			seen[i] = name
 		} else {
+			for _, g := range resp.Header[:i] {
+				if http.CanonicalHeaderKey(g.Name) == name {
+					first = false
+					break
+				}
+			}
+		}
+		if first {
 			h[name] = values[i : i+1 : i+1]
+		} else {
+			h[name] = append(h[name], f.Value)
 		}
 	}
 	values[n] = strconv.Itoa(len(resp.Body))
