@@ -145,11 +145,20 @@ type (
 	outerKey   struct{}
 )
 
-// beginState holds what one call of Engine.Begin needs. The engine does
-// not keep the request past Begin, so it is pooled rather than allocated
-// for every request.
+// beginState holds what one call of Engine.Begin needs, and the view of
+// the response header a run hands to Lease.Complete. The engine keeps
+// neither past those calls, so it is pooled rather than allocated for
+// every request.
 type beginState struct {
-	req idem.Request
+	req     idem.Request
+	reqHdr  requestHeader
+	respHdr responseHeader
+}
+
+// put clears st and returns it to the pool.
+func (st *beginState) put() {
+	*st = beginState{}
+	beginPool.Put(st)
 }
 
 var beginPool = sync.Pool{New: func() any { return new(beginState) }}
@@ -209,7 +218,7 @@ func (l *layer) handle(c *fiber.Ctx) error {
 		Method:   method(c.Method()),
 		Path:     c.Path(),
 		RawQuery: utils.UnsafeString(fctx.URI().QueryString()),
-		Header:   viewRequestHeader(&fctx.Request.Header, fold),
+		Header:   viewRequestHeader(&st.reqHdr, &fctx.Request.Header, fold),
 		Context:  c.UserContext(),
 		Route:    route,
 	}
@@ -223,8 +232,11 @@ func (l *layer) handle(c *fiber.Ctx) error {
 		st.req.BodyBytes = b
 	}
 	d := l.engine.Begin(&st.req)
-	st.req = idem.Request{}
-	beginPool.Put(st)
+	if d.Action == idem.Run {
+		st.req, st.reqHdr = idem.Request{}, requestHeader{}
+	} else {
+		st.put()
+	}
 
 	if stream != nil && d.BodyRead {
 		// The engine drained the stream: hand the handler the bytes read.
@@ -248,7 +260,7 @@ func (l *layer) handle(c *fiber.Ctx) error {
 		writeResponse(c, d.Response)
 		return nil
 	case idem.Run:
-		return l.run(c, d.Lease, fold)
+		return l.run(c, d.Lease, fold, st)
 	default: // Pass that took part: a Manual finding, or fail-open.
 		if d.Finding != nil {
 			c.SetUserContext(idem.WithFinding(c.UserContext(), d.Finding))
@@ -272,8 +284,9 @@ func writeResponse(c *fiber.Ctx, r *idem.Response) {
 
 var errHijacked = errors.New("idemfiber: the handler hijacked the connection")
 
-// run runs the rest of the chain under lease and reports how it ended.
-func (l *layer) run(c *fiber.Ctx, lease *idem.Lease, fold bool) error {
+// run runs the rest of the chain under lease and reports how it ended. It
+// returns st to its pool when the chain returned.
+func (l *layer) run(c *fiber.Ctx, lease *idem.Lease, fold bool, st *beginState) error {
 	finished := false
 	defer func() {
 		if finished {
@@ -289,6 +302,7 @@ func (l *layer) run(c *fiber.Ctx, lease *idem.Lease, fold bool) error {
 	}()
 	err := c.Next()
 	finished = true
+	defer st.put()
 
 	fctx := c.Context()
 	if err != nil {
@@ -307,7 +321,7 @@ func (l *layer) run(c *fiber.Ctx, lease *idem.Lease, fold bool) error {
 		return nil
 	}
 	resp := &fctx.Response
-	rec := idem.Recorded{Status: resp.StatusCode(), Header: viewResponseHeader(&resp.Header, fold)}
+	rec := idem.Recorded{Status: resp.StatusCode(), Header: viewResponseHeader(&st.respHdr, &resp.Header, fold)}
 	if resp.IsBodyStream() {
 		// SendStream, SetBodyStreamWriter, large files: the body is sent
 		// after the handler returns and cannot be recorded (B19).
