@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -256,7 +257,8 @@ func serve(c echo.Context, chain []*layer, next echo.HandlerFunc) error {
 	}
 	route.Name = c.Path()
 	req := c.Request()
-	ireq := idem.Request{
+	ireq := requestPool.Get().(*idem.Request)
+	*ireq = idem.Request{
 		Method:   req.Method,
 		Path:     req.URL.EscapedPath(),
 		RawQuery: req.URL.RawQuery,
@@ -270,10 +272,17 @@ func serve(c echo.Context, chain []*layer, next echo.HandlerFunc) error {
 	if req.Body != http.NoBody {
 		ireq.Body = req.Body
 	}
-	d := innermost.engine.Begin(&ireq)
-	if d.TookPart() {
-		c.Set(handledKey, &route)
+	d := innermost.engine.Begin(ireq)
+	*ireq = idem.Request{}
+	requestPool.Put(ireq)
+	if !d.TookPart() {
+		prepareRequest(c, &d)
+		return next(c)
 	}
+	// One allocation holds the settings that mark the request handled
+	// and, for a run, the recorder.
+	st := &requestState{route: route}
+	c.Set(handledKey, &st.route)
 	switch d.Action {
 	case idem.Respond:
 		if d.Problem != nil && problem != nil {
@@ -284,11 +293,21 @@ func serve(c echo.Context, chain []*layer, next echo.HandlerFunc) error {
 		idemhttp.WriteResponse(c.Response(), d.Response)
 		return nil
 	case idem.Run:
-		return run(c, next, &d)
+		return run(c, next, &d, &st.rec)
 	}
 	prepareRequest(c, &d)
 	return next(c)
 }
+
+// requestState is what a request that takes part keeps while it runs.
+type requestState struct {
+	route idem.Route
+	rec   idemhttp.Recorder
+}
+
+// requestPool recycles the requests handed to Engine.Begin, which does
+// not keep them.
+var requestPool = sync.Pool{New: func() any { return new(idem.Request) }}
 
 // prepareRequest hands the handler the body the engine read (B21) and, on
 // a Manual route, what the engine found (B26).
@@ -304,15 +323,14 @@ func prepareRequest(c echo.Context, d *idem.Decision) {
 
 // run runs the handler once under d.Lease while recording its response,
 // and completes or releases the lease.
-func run(c echo.Context, next echo.HandlerFunc, d *idem.Decision) error {
+func run(c echo.Context, next echo.HandlerFunc, d *idem.Decision, rec *idemhttp.Recorder) error {
 	prepareRequest(c, d)
 	res := c.Response()
 	sent := res.Writer
 	// A hijacked connection is the handler's from then on (a WebSocket
 	// session, say): the key is released at once, before the handler
 	// answers on the connection (B19).
-	rec := idemhttp.NewRecorder(sent, d.Lease.MaxBody())
-	rec.ReleaseOnHijack(d.Lease)
+	rec.Reset(sent, d.Lease)
 	defer rec.Recycle() // after Complete or Release, in the deferred function below
 	res.Writer = rec
 	finished := false

@@ -174,7 +174,7 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			st.body.Reset(d.Body)
 			r.Body = &st.body
 		}
-		st.rec.reset(w, d.Lease)
+		st.rec.Reset(w, d.Lease)
 		run(&st.rec, r, d.Lease, l.next)
 	default: // idem.Pass
 		if d.TookPart() {

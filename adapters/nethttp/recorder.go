@@ -38,9 +38,11 @@ func NewRecorder(w http.ResponseWriter, maxBody int) *Recorder {
 	return &Recorder{w: w, max: maxBody}
 }
 
-// reset makes r a new Recorder for lease, as NewRecorder and
-// ReleaseOnHijack would.
-func (r *Recorder) reset(w http.ResponseWriter, lease *idem.Lease) {
+// Reset makes r a new Recorder that writes to w for lease, as NewRecorder
+// with lease.MaxBody() and ReleaseOnHijack(lease) would. An adapter that
+// keeps a Recorder inside state of its own, allocated once per request,
+// uses it instead of NewRecorder.
+func (r *Recorder) Reset(w http.ResponseWriter, lease *idem.Lease) {
 	*r = Recorder{w: w, max: lease.MaxBody(), lease: lease}
 }
 
