@@ -60,3 +60,22 @@ func BenchmarkEngine(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkHashes measures the two SHA-256 hashes every keyed request
+// costs with the default configuration, whatever else it does: the
+// fingerprint of a 1 KiB body (B9) and the storage key (B8). They bound
+// how close a replay can come to the bare handler (see BENCHMARKS.md).
+func BenchmarkHashes(b *testing.B) {
+	r := &idem.Request{Method: "POST", Path: "/orders"}
+	b.Run("fingerprint-1KiB", func(b *testing.B) {
+		b.SetBytes(int64(len(benchBody)))
+		for b.Loop() {
+			_ = idem.DefaultFingerprint(r, benchBody)
+		}
+	})
+	b.Run("storage-key", func(b *testing.B) {
+		for b.Loop() {
+			_ = idem.DefaultEncodeKey("Bearer token-of-the-client", "4f1c2a77-0000-4000-8000-000000000001")
+		}
+	})
+}

@@ -80,8 +80,9 @@ func BenchmarkHTTP(b *testing.B) {
 // BenchmarkPeer races idemfiber against fiber's own idempotency
 // middleware (github.com/gofiber/fiber/v2/middleware/idempotency, in
 // memory, reading the same Idempotency-Key header) on the same app and the
-// same requests: a first request with a new key, and a replay. Compare
-// with benchstat -col /mw.
+// same requests: a first request with a new key, and a replay; and
+// idemfiber without a fingerprint, to show what the fingerprint costs.
+// Compare with benchstat -col /mw.
 func BenchmarkPeer(b *testing.B) {
 	peers := []struct {
 		name     string
@@ -90,6 +91,17 @@ func BenchmarkPeer(b *testing.B) {
 	}{
 		{"idemfiber", func(b *testing.B) fiber.Handler {
 			e, err := idem.New(idem.Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = e.Close() })
+			return idemfiber.New(e)
+		}, true},
+		// The same without the fingerprint (B9 allows turning it off):
+		// how much of idemfiber's cost is the SHA-256 of the body, which
+		// Fiber's middleware does not compute.
+		{"idemfiber-nofingerprint", func(b *testing.B) fiber.Handler {
+			e, err := idem.New(idem.Config{Fingerprint: idem.NoFingerprint})
 			if err != nil {
 				b.Fatal(err)
 			}
