@@ -70,7 +70,10 @@ type Config struct {
 	// MaxKeyLength bounds the key after unquoting. Default: 255.
 	MaxKeyLength int
 	// ValidateKey, when set, runs after the built-in syntax check; an error
-	// makes the key invalid (400) and its text reaches the client.
+	// makes the key invalid (400) and its text reaches the client. It runs
+	// inside Begin, and key may be a view of an adapter's buffer (see
+	// Request): a validator that keeps the key past the call (to log it
+	// later, say) must keep strings.Clone(key).
 	ValidateKey func(key string) error
 
 	// Scope, Fingerprint and EncodeKey run inside Begin; they must not keep
