@@ -47,6 +47,12 @@
 //		})
 //	}
 //
+// A benchmark of its own (a race against another middleware, say) can
+// reuse the pieces: [NewKeySet] and [RepeatKey] make a run's keys before
+// its timer starts without giving the garbage collector b.N strings to
+// scan, [WarmHeap] readies the memory a run of first requests keeps, and
+// [MeasureRequests] sends the requests and checks every answer.
+//
 // The package imports only the standard library and the core package; it
 // never imports an adapter. Stores have their own suite, in package
 // storetest.
