@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -610,5 +611,43 @@ func TestManualFindingInUserContext(t *testing.T) {
 	r := cl.post("/transfers", "t1", nil)
 	if string(r.body) != "found completed: transfer 1" || r.header.Get(idem.ReplayedHeader) != "" {
 		t.Errorf("retry: %q, want the handler's answer from the finding", r.body)
+	}
+}
+
+// TestManyResponseFields replays the stored fields of a response that
+// sets more fields than idemfiber lists in place (it then asks fasthttp
+// for each stored name), repeated fields in their order, and leaves the
+// others out (B20), with few fields and with many.
+func TestManyResponseFields(t *testing.T) {
+	for _, extra := range []int{0, 20} {
+		e := newEngine(t, idem.Config{})
+		app := fiber.New(fiber.Config{DisableStartupMessage: true})
+		app.Post("/orders", idemfiber.Required(e), func(c *fiber.Ctx) error {
+			for i := range extra {
+				c.Set("X-Extra-"+strconv.Itoa(i), "v")
+			}
+			c.Set(fiber.HeaderContentType, "application/json")
+			c.Append(fiber.HeaderLink, "</a>; rel=a")
+			c.Append(fiber.HeaderLink, "</b>; rel=b")
+			c.Set(fiber.HeaderVary, "Accept")
+			return c.Status(fiber.StatusCreated).SendString(`{"id":1}`)
+		})
+		cl := newClient(t, serve(t, app))
+		first := cl.post("/orders", "many-fields", []byte(`{}`))
+		replay := cl.post("/orders", "many-fields", []byte(`{}`))
+		if first.status != 201 || replay.status != 201 || replay.header.Get(idem.ReplayedHeader) != "true" {
+			t.Fatalf("%d extra: statuses %d, %d; replayed %q", extra, first.status, replay.status, replay.header.Get(idem.ReplayedHeader))
+		}
+		for _, name := range []string{"Content-Type", "Link", "Vary"} {
+			if got, want := replay.header.Values(name), first.header.Values(name); !slices.Equal(got, want) || len(want) == 0 {
+				t.Errorf("%d extra: replayed %s = %q, the first response had %q", extra, name, got, want)
+			}
+		}
+		if got := replay.header.Get("X-Extra-0"); got != "" {
+			t.Errorf("%d extra: X-Extra-0 = %q replayed, but it is not a stored field", extra, got)
+		}
+		if string(replay.body) != `{"id":1}` {
+			t.Errorf("%d extra: replayed body %q", extra, replay.body)
+		}
 	}
 }
