@@ -22,14 +22,20 @@
 //     merge into one when the handler is built: every setting the inner
 //     layer (the one nearer the handler) sets wins, the rest come from the
 //     outer one, and a single layer runs.
-//   - Otherwise, as with a Middleware around a mux whose routes carry their
-//     own layers, the outermost layer decides first. When the request takes
-//     part in idempotency (it carries a key, or lacks one on a Required
-//     route), that layer handles it and every inner layer passes it straight
-//     through. When it does not (a safe method, an Exempt layer, an Optional
-//     layer without a key), the request goes on unmarked and the next inner
-//     layer decides. So a global Exempt or Optional Middleware with routes
-//     that opt in with Required or Manual works as expected.
+//   - A layer around an [http.ServeMux] looks up the route a request is for
+//     (ServeMux.Handler): when the route's handler is itself a layer of
+//     the same engine, the two merge for that request as above, the
+//     route's settings winning, and the route's layer passes the request
+//     through. Events then name the route by its pattern.
+//   - Otherwise, as with a Middleware around another router, or around a
+//     mux whose route handlers wrap their layer in other middleware, the
+//     outermost layer decides first. When the request takes part in
+//     idempotency (it carries a key, or lacks one on a Required route),
+//     that layer handles it and every inner layer passes it straight
+//     through. When it does not (a safe method, an Exempt layer, an
+//     Optional layer without a key), the request goes on unmarked and the
+//     next inner layer decides. So a global Exempt or Optional Middleware
+//     with routes that opt in with Required or Manual works as expected.
 //
 // When an inner layer passes a request through although its own settings
 // would have changed the outcome (another policy, store or retention; see

@@ -268,7 +268,9 @@ func TestGlobalLayerLetsRoutesOptIn(t *testing.T) {
 }
 
 // When an outer layer handled a request, an inner layer with other
-// settings passes it through and warns once (B2).
+// settings passes it through and warns once (B2). The outer layer here
+// wraps a router it cannot look into (a ServeMux behind a HandlerFunc; a
+// ServeMux itself is looked into, see TestMiddlewareAroundServeMux).
 func TestIgnoredInnerLayerWarnsOnce(t *testing.T) {
 	var logs lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -276,7 +278,7 @@ func TestIgnoredInnerLayerWarnsOnce(t *testing.T) {
 	hooks := &counter{}
 	mux := http.NewServeMux()
 	mux.Handle("POST /hooks", idemhttp.Exempt(e)(hooks))
-	h := idemhttp.Middleware(e)(mux) // Required by default
+	h := idemhttp.Middleware(e)(http.HandlerFunc(mux.ServeHTTP)) // Required by default
 
 	do(h, "/hooks", "k1", "")
 	if rec := do(h, "/hooks", "k1", ""); !replayed(rec) || hooks.runs() != 1 {
@@ -287,6 +289,77 @@ func TestIgnoredInnerLayerWarnsOnce(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "route=\"POST /hooks\"") {
 		t.Fatalf("the warning does not name the route: %s", logs.String())
+	}
+}
+
+// A Middleware around an http.ServeMux applies the settings of the layer a
+// route's handler is, the route's winning (B2), although the mux runs that
+// layer after it: an Exempt route runs every time, an Optional route with
+// a store of its own runs without a key and keeps its records there, a
+// route without a layer gets the Middleware's settings, and nothing warns.
+// Events name routes by their pattern.
+func TestMiddlewareAroundServeMux(t *testing.T) {
+	var logs lockedBuffer
+	var mu sync.Mutex
+	var routes []string
+	obs := idem.ObserverFunc(func(_ context.Context, ev idem.Event) {
+		mu.Lock()
+		routes = append(routes, ev.Route)
+		mu.Unlock()
+	})
+	engineStore, routeStore := newMemory(t), newMemory(t)
+	e := conformance.NewEngine(t, idem.Config{Store: engineStore, Observer: obs,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	hooks, orders, plain := &counter{}, &counter{}, &counter{}
+	mux := http.NewServeMux()
+	mux.Handle("POST /hooks", idemhttp.Exempt(e)(hooks))
+	mux.Handle("POST /orders/{id}", idemhttp.Optional(e, idemhttp.Store(routeStore))(orders))
+	mux.Handle("POST /plain", plain)
+	h := idemhttp.Middleware(e)(mux) // Required by default
+
+	for range 2 {
+		if rec := do(h, "/hooks", "k1", ""); rec.Code != http.StatusCreated || replayed(rec) {
+			t.Fatalf("Exempt route: %d, replayed %v", rec.Code, replayed(rec))
+		}
+	}
+	if hooks.runs() != 2 {
+		t.Fatalf("the Exempt route ran %d times for 2 requests", hooks.runs())
+	}
+	if rec := do(h, "/orders/7", "", ""); rec.Code != http.StatusCreated {
+		t.Fatalf("Optional route without a key: %d, want 201", rec.Code)
+	}
+	do(h, "/orders/7", "k2", "")
+	if rec := do(h, "/orders/7", "k2", ""); !replayed(rec) || orders.runs() != 2 {
+		t.Fatalf("Optional route with a key: replayed %v after %d runs; want a replay after 2", replayed(rec), orders.runs())
+	}
+	if n, _ := routeStore.Stats(); n != 1 {
+		t.Fatalf("the route's store holds %d records, want 1", n)
+	}
+	if rec := do(h, "/plain", "", ""); rec.Code != http.StatusBadRequest || plain.runs() != 0 {
+		t.Fatalf("route without a layer, without a key: %d after %d runs; want the Middleware's 400", rec.Code, plain.runs())
+	}
+	do(h, "/plain", "k3", "")
+	if rec := do(h, "/plain", "k3", ""); !replayed(rec) || plain.runs() != 1 {
+		t.Fatalf("route without a layer: replayed %v after %d runs", replayed(rec), plain.runs())
+	}
+	if n, _ := engineStore.Stats(); n != 1 {
+		t.Fatalf("the engine's store holds %d records, want 1 (/plain)", n)
+	}
+	if logs.String() != "" {
+		t.Fatalf("warnings although every route's settings applied:\n%s", logs.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string]bool{"POST /hooks": true, "POST /orders/{id}": true, "POST /plain": true}
+	seen := map[string]bool{}
+	for _, r := range routes {
+		if !want[r] {
+			t.Fatalf("event for route %q; want only %v", r, want)
+		}
+		seen[r] = true
+	}
+	if len(seen) != len(want) {
+		t.Fatalf("events named %v, want all of %v", seen, want)
 	}
 }
 

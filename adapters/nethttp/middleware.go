@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,21 +70,22 @@ func withPolicy(e *idem.Engine, p idem.Policy, opts []Option) func(http.Handler)
 // another idem layer seeing r must pass it straight through. Adapters built
 // on this package use it to stack with its layers.
 func Handled(r *http.Request) bool {
-	_, ok := r.Context().Value(handledKey{}).(*layer)
+	_, ok := r.Context().Value(handledKey{}).(*handledCtx)
 	return ok
 }
 
-// handledCtx marks a request context with the layer that took charge of
-// the request, as context.WithValue(ctx, handledKey{}, layer) would.
+// handledCtx marks a request context with the route settings of the layer
+// that took charge of the request, as context.WithValue(ctx, handledKey{},
+// settings) would.
 type handledCtx struct {
 	context.Context
-	layer *layer
+	route idem.Route
 }
 
-// Value returns the layer for handledKey and asks the parent otherwise.
+// Value returns c itself for handledKey and asks the parent otherwise.
 func (c *handledCtx) Value(key any) any {
 	if _, ok := key.(handledKey); ok {
-		return c.layer
+		return c
 	}
 	return c.Context.Value(key)
 }
@@ -112,6 +114,11 @@ type layer struct {
 	e    *idem.Engine
 	cfg  layerConfig
 	next http.Handler
+	// mux is next when next is an http.ServeMux: the layer then looks up
+	// the route a request is for, to apply the route's own layer's
+	// settings, except for the engine's safe methods, which pass anyway.
+	mux  *http.ServeMux
+	safe []string
 	// warned is set once the layer has warned that an outer layer ignored
 	// its settings.
 	warned atomic.Bool
@@ -121,26 +128,53 @@ type layer struct {
 // two merge into one, the inner layer's settings winning (B2).
 func newLayer(e *idem.Engine, cfg layerConfig, next http.Handler) http.Handler {
 	if inner, ok := next.(*layer); ok && inner.e == e {
-		merged := inner.cfg
-		merged.route = inner.cfg.route.Merge(cfg.route)
-		if merged.routeName == nil {
-			merged.routeName = cfg.routeName
-		}
-		if merged.problem == nil {
-			merged.problem = cfg.problem
-		}
-		return &layer{e: e, cfg: merged, next: inner.next}
+		return &layer{e: e, cfg: inner.cfg.under(cfg), next: inner.next, mux: inner.mux, safe: inner.safe}
 	}
-	return &layer{e: e, cfg: cfg, next: next}
+	l := &layer{e: e, cfg: cfg, next: next}
+	if mux, ok := next.(*http.ServeMux); ok {
+		l.mux, l.safe = mux, e.Config().SafeMethods
+	}
+	return l
+}
+
+// under returns c merged with the settings of a layer outside it: every
+// setting c sets wins (B2).
+func (c layerConfig) under(outer layerConfig) layerConfig {
+	c.route = c.route.Merge(outer.route)
+	if c.routeName == nil {
+		c.routeName = outer.routeName
+	}
+	if c.problem == nil {
+		c.problem = outer.problem
+	}
+	return c
+}
+
+// settingsFor returns the settings the layer applies to r. Around an
+// http.ServeMux they are merged with those of the layer the route's
+// handler is, so that the layer nearest the handler wins although the mux
+// runs it later (B2); the route then passes the request through. pattern
+// is the route's pattern, "" when there is no mux or no route.
+func (l *layer) settingsFor(r *http.Request) (cfg layerConfig, pattern string) {
+	if l.mux == nil || slices.Contains(l.safe, r.Method) {
+		return l.cfg, ""
+	}
+	h, pattern := l.mux.Handler(r)
+	if inner, ok := h.(*layer); ok && inner.e == l.e {
+		return inner.cfg.under(l.cfg), pattern
+	}
+	return l.cfg, pattern
 }
 
 func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if outer, ok := ctx.Value(handledKey{}).(*layer); ok {
-		l.warnIgnored(r, outer)
+	if outer, ok := ctx.Value(handledKey{}).(*handledCtx); ok {
+		l.warnIgnored(r, outer.route)
 		l.next.ServeHTTP(w, r)
 		return
 	}
+	cfg, pattern := l.settingsFor(r)
+	route := routeOf(&cfg, r, pattern)
 	req := requestPool.Get().(*idem.Request)
 	*req = idem.Request{
 		Method:   r.Method,
@@ -148,7 +182,7 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		RawQuery: r.URL.RawQuery,
 		Header:   r.Header,
 		Context:  ctx,
-		Route:    l.route(r),
+		Route:    route,
 	}
 	if r.Body != nil && r.Body != http.NoBody {
 		req.Body = r.Body
@@ -159,8 +193,8 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	requestPool.Put(req)
 	switch d.Action {
 	case idem.Respond:
-		if d.Problem != nil && l.cfg.problem != nil {
-			l.cfg.problem(w, r, d.Problem)
+		if d.Problem != nil && cfg.problem != nil {
+			cfg.problem(w, r, d.Problem)
 			return
 		}
 		WriteResponse(w, d.Response)
@@ -168,7 +202,7 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// One allocation holds what the run needs besides the request
 		// copy: the recorder, the context marking r handled and the body
 		// reader.
-		st := &runState{ctx: handledCtx{Context: ctx, layer: l}}
+		st := &runState{ctx: handledCtx{Context: ctx, route: cfg.route}}
 		r = r.WithContext(&st.ctx)
 		if d.BodyRead {
 			st.body.Reset(d.Body)
@@ -178,7 +212,7 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		run(&st.rec, r, d.Lease, l.next)
 	default: // idem.Pass
 		if d.TookPart() {
-			ctx = &handledCtx{Context: ctx, layer: l}
+			ctx = &handledCtx{Context: ctx, route: cfg.route}
 		}
 		if d.Finding != nil {
 			ctx = idem.WithFinding(ctx, d.Finding)
@@ -191,14 +225,18 @@ func (l *layer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// route returns the layer's route settings named for r.
-func (l *layer) route(r *http.Request) idem.Route {
-	route := l.cfg.route
+// routeOf returns the route settings of cfg named for r: by RouteName,
+// else by the ServeMux pattern that serves r (pattern when the layer runs
+// around the mux, r.Pattern inside it).
+func routeOf(cfg *layerConfig, r *http.Request, pattern string) idem.Route {
+	route := cfg.route
 	switch {
-	case l.cfg.routeName != nil:
-		route.Name = l.cfg.routeName(r)
-	case route.Name == "":
+	case cfg.routeName != nil:
+		route.Name = cfg.routeName(r)
+	case route.Name == "" && r.Pattern != "":
 		route.Name = r.Pattern
+	case route.Name == "":
+		route.Name = pattern
 	}
 	return route
 }
@@ -304,19 +342,20 @@ func WriteResponse(w http.ResponseWriter, resp *idem.Response) {
 }
 
 // warnIgnored logs, once per layer, that the outer layer which handled r
-// ignored settings of l that would have changed the outcome (B2).
-func (l *layer) warnIgnored(r *http.Request, outer *layer) {
+// with the settings outer ignored settings of l that would have changed
+// the outcome (B2).
+func (l *layer) warnIgnored(r *http.Request, outer idem.Route) {
 	logger := l.e.Config().Logger
 	if logger == nil || l.warned.Load() {
 		return
 	}
-	ignored := l.e.Overrides(l.cfg.route, outer.cfg.route)
+	ignored := l.e.Overrides(l.cfg.route, outer)
 	if len(ignored) == 0 || l.warned.Swap(true) {
 		return
 	}
 	logger.WarnContext(r.Context(),
 		"idem: route-level setting ignored: an outer idem layer already handled the request",
-		"route", l.route(r).Name,
+		"route", routeOf(&l.cfg, r, "").Name,
 		"ignored", strings.Join(ignored, ", "),
 		"fix", "wrap the handler directly with the route-level layer, or make the outer Middleware Exempt or Optional so routes opt in")
 }
