@@ -21,7 +21,7 @@ func TestMemoryStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) idem.Store { return newMemoryStore(t, idem.MemoryOptions{}) })
 }
 
-func BenchmarkMemoryStore(b *testing.B) {
+func BenchmarkStore(b *testing.B) {
 	storetest.RunBenchmarks(b, func(b *testing.B) idem.Store { return newMemoryStore(b, idem.MemoryOptions{}) })
 }
 
