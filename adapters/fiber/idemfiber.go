@@ -270,16 +270,32 @@ func (l *layer) handle(c *fiber.Ctx) error {
 }
 
 // writeResponse writes an engine response: its header fields in order,
-// its status and its body; fasthttp sets Content-Length from the body.
+// replacing fields of the same name already set, as idemhttp's
+// WriteResponse does; its status and its body. fasthttp sets
+// Content-Length from the body.
 func writeResponse(c *fiber.Ctx, r *idem.Response) {
 	resp := c.Response()
-	for _, f := range r.Header {
-		resp.Header.Add(f.Name, f.Value)
+	for i, f := range r.Header {
+		if repeated(r.Header[:i], f.Name) {
+			resp.Header.Add(f.Name, f.Value)
+		} else {
+			resp.Header.Set(f.Name, f.Value)
+		}
 	}
 	resp.SetStatusCode(r.Status)
 	// The body may be shared with the store or other requests: copy it
 	// into fasthttp's own buffer, which later handlers may write into.
 	resp.SetBody(r.Body)
+}
+
+// repeated reports whether a field called name is among fields.
+func repeated(fields []idem.HeaderField, name string) bool {
+	for _, f := range fields {
+		if strings.EqualFold(f.Name, name) {
+			return true
+		}
+	}
+	return false
 }
 
 var errHijacked = errors.New("idemfiber: the handler hijacked the connection")

@@ -651,3 +651,31 @@ func TestManyResponseFields(t *testing.T) {
 		}
 	}
 }
+
+// A replay replaces a field an earlier handler already set under a stored
+// name instead of adding a second one, as idemhttp's replay does.
+func TestReplayReplacesFieldsSetBefore(t *testing.T) {
+	e := newEngine(t, idem.Config{})
+	app := fiber.New(fiber.Config{DisableStartupMessage: true})
+	app.Use(func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderCacheControl, "no-store")
+		c.Set("X-Request-Id", "r-1")
+		return c.Next()
+	})
+	app.Post("/orders", idemfiber.Required(e), func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderCacheControl, "max-age=60")
+		return c.Status(fiber.StatusCreated).SendString("created")
+	})
+	cl := newClient(t, serve(t, app))
+	cl.post("/orders", "replace", nil)
+	r := cl.post("/orders", "replace", nil)
+	if r.header.Get(idem.ReplayedHeader) != "true" {
+		t.Fatalf("not replayed: %d %v", r.status, r.header)
+	}
+	if got := r.header.Values(fiber.HeaderCacheControl); !slices.Equal(got, []string{"max-age=60"}) {
+		t.Errorf("replayed Cache-Control = %q, want only the stored max-age=60", got)
+	}
+	if got := r.header.Get("X-Request-Id"); got != "r-1" {
+		t.Errorf("X-Request-Id = %q: a field the replay does not store was touched", got)
+	}
+}
