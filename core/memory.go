@@ -91,6 +91,13 @@ type memShardState struct {
 	bytes int64
 	// Completed slots, oldest first: the eviction order.
 	head, tail int32
+	// expiryFloor is at most the earliest expiry of any record in the
+	// shard: before it, no record can have expired, so a shard full of
+	// in-flight records answers ErrStoreFull without scanning its slots
+	// on every Acquire. A scan that finds nothing expired raises it;
+	// storing a record with an earlier expiry lowers it; a renewal, which
+	// only postpones an expiry, leaves it a valid bound.
+	expiryFloor int64
 }
 
 // memSlot describes one record; its variable-length parts are in the blob,
@@ -314,6 +321,7 @@ func (m *MemoryStore) complete(ctx context.Context, key string, token Token, rec
 		blob = append(blob, body...)
 		s.blobs[i] = blob
 		sl.state, sl.expires, sl.size = Completed, after(now, retention), size
+		s.lowerFloor(sl.expires)
 		sl.status, sl.notReplay = int32(rec.Status), notReplay
 		sl.hdrLen, sl.hdrN, sl.bodyNil = int32(hdrLen), int32(len(header)), body == nil
 		s.bytes += size
@@ -472,6 +480,7 @@ func (s *memShard) insert(h uint64, blob []byte, sl memSlot) int32 {
 	s.index[h] = i
 	s.count++
 	s.bytes += sl.size
+	s.lowerFloor(sl.expires)
 	return i
 }
 
@@ -518,14 +527,27 @@ func (s *memShard) makeRoom(m *MemoryStore, added int, size int64, now int64) bo
 }
 
 func (s *memShard) dropExpired(now int64) bool {
+	if now < s.expiryFloor {
+		return false
+	}
+	floor := int64(math.MaxInt64)
 	for i := range s.slots {
-		if sl := &s.slots[i]; sl.state != 0 && now >= sl.expires {
+		sl := &s.slots[i]
+		if sl.state == 0 {
+			continue
+		}
+		if now >= sl.expires {
 			s.remove(int32(i))
 			return true
 		}
+		floor = min(floor, sl.expires)
 	}
+	s.expiryFloor = floor
 	return false
 }
+
+// lowerFloor keeps expiryFloor a bound below a record that expires at t.
+func (s *memShard) lowerFloor(t int64) { s.expiryFloor = min(s.expiryFloor, t) }
 
 func (s *memShard) pushBack(i int32) {
 	s.unlink(i)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	idem "github.com/idemkit/idem/core"
 )
@@ -77,4 +78,32 @@ func TestMemoryFootprint(t *testing.T) {
 		t.Errorf("the store takes %.2fx its payload, want less than 2x", ratio)
 	}
 	runtime.KeepAlive(store)
+}
+
+// BenchmarkMemoryStoreFull asks a store whose one shard is full of live
+// in-flight records (10,000 leases of an hour) for new keys: each Acquire
+// answers ErrStoreFull. It costs a lookup, not a scan of the shard for an
+// expired record, until one can have expired.
+func BenchmarkMemoryStoreFull(b *testing.B) {
+	const n = 10_000
+	m := idem.NewMemoryStore(idem.MemoryOptions{Shards: 1, MaxEntries: n, SweepInterval: -1})
+	b.Cleanup(func() { _ = m.Close() })
+	ctx := b.Context()
+	for i := range n {
+		if _, err := m.Acquire(ctx, "held-"+strconv.Itoa(i), idem.Token{1}, nil, time.Hour); err != nil {
+			b.Fatal(err)
+		}
+	}
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = "new-" + strconv.Itoa(i)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := m.Acquire(ctx, keys[i%len(keys)], idem.Token{2}, nil, time.Hour); err != idem.ErrStoreFull {
+			b.Fatalf("Acquire in a full store: %v, want ErrStoreFull", err)
+		}
+		i++
+	}
 }
