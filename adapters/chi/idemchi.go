@@ -3,6 +3,7 @@ package idemchi
 import (
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -111,8 +112,16 @@ func RoutePattern(r *http.Request) string {
 	if path == "" {
 		path = "/"
 	}
-	return rctx.Routes.Find(chi.NewRouteContext(), r.Method, path)
+	find := findContexts.Get().(*chi.Context)
+	pattern := rctx.Routes.Find(find, r.Method, path)
+	find.Reset()
+	findContexts.Put(find)
+	return pattern
 }
+
+// findContexts recycles the routing contexts RoutePattern looks routes up
+// with; Find returns a string, which keeps nothing of the context.
+var findContexts = sync.Pool{New: func() any { return chi.NewRouteContext() }}
 
 // PatternFingerprint returns an idem.Config.Fingerprint function that
 // hands base the request's route name — the chi route pattern, unless
