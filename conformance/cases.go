@@ -912,27 +912,13 @@ var cases = []testCase{
 		"every decision reaches the observer and the logger, and neither ever sees the raw key or a body",
 		nil, func(f *fixture) {
 			var mu sync.Mutex
-			var events []idem.Event
 			var logs bytes.Buffer
 			logger := slog.New(slog.NewTextHandler(lockedWriter{w: &logs, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-			observer := idem.ObserverFunc(func(_ context.Context, ev idem.Event) {
-				mu.Lock()
-				events = append(events, ev)
-				mu.Unlock()
-			})
+			observer := &EventRecorder{}
 			f.serve(f.engine(idem.Config{Observer: observer, Logger: logger}), post("/orders", orderHandler()))
 			k := "secret-key-" + f.key()
 			body := []byte(`{"card":"4242424242424242"}`)
-			seen := func(o idem.Outcome) bool {
-				mu.Lock()
-				defer mu.Unlock()
-				for _, ev := range events {
-					if ev.Outcome == o {
-						return true
-					}
-				}
-				return false
-			}
+			seen := func(o idem.Outcome) bool { return len(observer.With(o)) > 0 }
 			f.expect(f.post("/orders", body, key(k)), 201, "first")
 			f.waitFor(func() bool { return seen(idem.Stored) }, "the stored event is reported")
 			f.expect(f.post("/orders", body, key(k)), 201, "replay")
@@ -946,7 +932,7 @@ var cases = []testCase{
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			for _, ev := range events {
+			for _, ev := range observer.Events() {
 				if ev.KeyID != "" && (len(ev.KeyID) > 16 || strings.Contains(k, ev.KeyID)) {
 					f.t.Fatalf("event %+v carries more than a short storage-key prefix", ev)
 				}

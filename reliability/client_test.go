@@ -178,40 +178,17 @@ func orderHandler(ex *executions, hold time.Duration) handlerFunc {
 }
 
 // events collects the engine's events (B28).
-type events struct {
-	mu  sync.Mutex
-	all []idem.Event
-}
+type events = conformance.EventRecorder
 
-func (e *events) Observe(_ context.Context, ev idem.Event) {
-	e.mu.Lock()
-	e.all = append(e.all, ev)
-	e.mu.Unlock()
-}
-
-// count returns how many events had outcome o.
-func (e *events) count(o idem.Outcome) int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	n := 0
-	for _, ev := range e.all {
-		if ev.Outcome == o {
-			n++
-		}
-	}
-	return n
-}
-
-// errors returns the distinct errors of the events with outcome o.
-func (e *events) errors(o idem.Outcome) []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+// distinctErrors returns the distinct errors of the events ev recorded
+// with outcome o.
+func distinctErrors(ev *events, o idem.Outcome) []string {
 	seen := map[string]bool{}
 	var out []string
-	for _, ev := range e.all {
-		if ev.Outcome == o && ev.Err != nil && !seen[ev.Err.Error()] {
-			seen[ev.Err.Error()] = true
-			out = append(out, ev.Err.Error())
+	for _, e := range ev.With(o) {
+		if e.Err != nil && !seen[e.Err.Error()] {
+			seen[e.Err.Error()] = true
+			out = append(out, e.Err.Error())
 		}
 	}
 	return out

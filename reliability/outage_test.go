@@ -349,7 +349,7 @@ func outage(t *testing.T, b outageBackend) {
 		t.Logf("%s: before 201×%d; down 201×%d 503×%d; after 201×%d 503×%d; straddling 201×%d 503×%d",
 			s.name, c[phaseBefore][0], c[phaseDown][0], c[phaseDown][1], c[phaseUp][0], c[phaseUp][1], c[straddled][0], c[straddled][1])
 		if c[phaseBefore][1]+c[phaseUp][1] != 0 {
-			t.Errorf("%s: 503 while %s was up; the store errors reported: %q", s.name, b.storeLabel, s.ev.errors(idem.StoreError))
+			t.Errorf("%s: 503 while %s was up; the store errors reported: %q", s.name, b.storeLabel, distinctErrors(s.ev, idem.StoreError))
 		}
 		if c[phaseDown][0]+c[phaseDown][1] == 0 {
 			t.Errorf("%s: no request was answered while %s was down", s.name, b.storeLabel)
@@ -367,7 +367,7 @@ func outage(t *testing.T, b outageBackend) {
 				ev = s.ev
 			}
 		}
-		executed, untracked := ev.count(idem.Executed), ev.count(idem.Untracked)
+		executed, untracked := len(ev.With(idem.Executed)), len(ev.With(idem.Untracked))
 		if int64(executed+untracked) != execs {
 			t.Errorf("fail-open=%v: %d handler runs, but %d executed and %d untracked events", failOpen, execs, executed, untracked)
 		}
@@ -377,15 +377,13 @@ func outage(t *testing.T, b outageBackend) {
 		if !failOpen && untracked != 0 {
 			t.Errorf("fail-closed: %d untracked runs", untracked)
 		}
-		if !failOpen && ev.count(idem.StoreError) == 0 {
+		if !failOpen && len(ev.With(idem.StoreError)) == 0 {
 			t.Errorf("fail-closed: the outage was never reported as a store error")
 		}
-		ev.mu.Lock()
-		for _, e := range ev.all {
+		for _, e := range ev.Events() {
 			if (e.Outcome == idem.Untracked || e.Outcome == idem.StoreError) && e.Err == nil {
 				t.Errorf("fail-open=%v: %v event without its error", failOpen, e.Outcome)
 			}
 		}
-		ev.mu.Unlock()
 	}
 }

@@ -119,10 +119,10 @@ func staleOwner(t *testing.T, ad adapter, store idem.Store, lateFirst bool) {
 	if n := ex.of(string(body)); n != 2 {
 		t.Errorf("the handler ran %d times, want 2 (the stale owner and the new one)", n)
 	}
-	if ev.count(idem.LeaseLost) == 0 {
+	if len(ev.With(idem.LeaseLost)) == 0 {
 		t.Error("the late completion was not reported as lease-lost")
 	}
-	if ev.count(idem.StoreError) == 0 {
+	if len(ev.With(idem.StoreError)) == 0 {
 		t.Error("the failed renewals were not reported")
 	}
 }

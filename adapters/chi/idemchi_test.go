@@ -2,12 +2,10 @@ package idemchi_test
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -19,22 +17,14 @@ import (
 )
 
 // routes records the route name of every engine decision.
-type routes struct {
-	mu    sync.Mutex
-	names []string
-}
+type routes struct{ conformance.EventRecorder }
 
-func (o *routes) Observe(_ context.Context, ev idem.Event) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.names = append(o.names, ev.Route)
-}
-
+// take returns the route names recorded so far and forgets them.
 func (o *routes) take() []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	names := o.names
-	o.names = nil
+	var names []string
+	for _, ev := range o.Take() {
+		names = append(names, ev.Route)
+	}
 	return names
 }
 

@@ -197,37 +197,13 @@ func TestReplayedResponseSurvivesBufferReuse(t *testing.T) {
 	}
 }
 
-// recordingObserver keeps every event.
-type recordingObserver struct {
-	mu     sync.Mutex
-	events []idem.Event
-}
-
-func (o *recordingObserver) Observe(_ context.Context, ev idem.Event) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.events = append(o.events, ev)
-}
-
-func (o *recordingObserver) find(outcome idem.Outcome) []idem.Event {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var out []idem.Event
-	for _, ev := range o.events {
-		if ev.Outcome == outcome {
-			out = append(out, ev)
-		}
-	}
-	return out
-}
-
 var errPayment = errors.New("payment provider unavailable")
 
 // TestHandlerErrorRenderedByErrorHandler: an error the handler returns is
 // rendered once by the app's ErrorHandler, that rendering is what the
 // client gets, and the key stays free for a retry (B15).
 func TestHandlerErrorRenderedByErrorHandler(t *testing.T) {
-	obs := &recordingObserver{}
+	obs := &conformance.EventRecorder{}
 	e := newEngine(t, idem.Config{Observer: obs})
 	var rendered, calls atomic.Int64
 	var outerSaw atomic.Value
@@ -262,7 +238,7 @@ func TestHandlerErrorRenderedByErrorHandler(t *testing.T) {
 	if got := outerSaw.Load(); got != "<nil>" {
 		t.Errorf("outer middleware saw error %v, want nil (the error is rendered inside)", got)
 	}
-	rel := obs.find(idem.Released)
+	rel := obs.With(idem.Released)
 	if len(rel) != 1 || !errors.Is(rel[0].Err, errPayment) {
 		t.Errorf("released events %+v, want one carrying the handler's error", rel)
 	}
@@ -494,7 +470,7 @@ func (h *captureHandler) count(sub string) int {
 func TestStacking(t *testing.T) {
 	t.Run("outer exempt, routes opt in", func(t *testing.T) {
 		engineStore, outerStore, routeStore := newCountingStore(t), newCountingStore(t), newCountingStore(t)
-		obs := &recordingObserver{}
+		obs := &conformance.EventRecorder{}
 		e := newEngine(t, idem.Config{Store: engineStore, Observer: obs})
 		app := fiber.New(fiber.Config{DisableStartupMessage: true})
 		app.Use(idemfiber.New(e, idemfiber.Config{Policy: idem.Exempt, Store: outerStore, Retention: time.Hour,
@@ -526,7 +502,7 @@ func TestStacking(t *testing.T) {
 		if n := engineStore.acquires.Load(); n != 0 {
 			t.Errorf("the engine's store saw %d acquires, want none", n)
 		}
-		executed := obs.find(idem.Executed)
+		executed := obs.With(idem.Executed)
 		if len(executed) != 2 || executed[0].Route != "/orders" || executed[1].Route != "/refunds" {
 			t.Errorf("executed events %+v, want routes /orders and /refunds", executed)
 		}

@@ -2,7 +2,6 @@ package idemhttp_test
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -345,30 +344,19 @@ func TestMiddlewareAroundServeMux(t *testing.T) {
 	routes.expect(t, "POST /hooks", "POST /orders/{id}", "POST /plain")
 }
 
-// routeNames is an observer that collects the route names of events.
-type routeNames struct {
-	mu    sync.Mutex
-	names []string
-}
-
-func (o *routeNames) Observe(_ context.Context, ev idem.Event) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	o.names = append(o.names, ev.Route)
-}
+// routeNames collects the route names of events.
+type routeNames struct{ conformance.EventRecorder }
 
 // expect fails t unless every event named one of want and each of want
 // named an event.
 func (o *routeNames) expect(t *testing.T, want ...string) {
 	t.Helper()
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	seen := map[string]bool{}
-	for _, r := range o.names {
-		if !slices.Contains(want, r) {
-			t.Fatalf("event for route %q; want only %q", r, want)
+	for _, ev := range o.Events() {
+		if !slices.Contains(want, ev.Route) {
+			t.Fatalf("event for route %q; want only %q", ev.Route, want)
 		}
-		seen[r] = true
+		seen[ev.Route] = true
 	}
 	if len(seen) != len(want) {
 		t.Fatalf("events named %v, want all of %q", seen, want)
