@@ -52,12 +52,7 @@ func redisOutage(t *testing.T) outageBackend {
 	if err != nil {
 		t.Skip("redis-server is not on the PATH; install it to run the Redis outage test")
 	}
-	ln, err := netListen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().(*net.TCPAddr)
-	ln.Close()
+	addr := unusedPort(t)
 	port := strconv.Itoa(addr.Port)
 	// go-redis logs every failed dial of the outage; the test checks the
 	// outcomes itself.
@@ -68,15 +63,24 @@ func redisOutage(t *testing.T) outageBackend {
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start redis-server: %v", err)
 		}
+		exited := make(chan error, 1)
+		go func(c *exec.Cmd) { exited <- c.Wait() }(cmd)
 		deadline := time.Now().Add(10 * time.Second)
 		for {
-			c, err := net.DialTimeout("tcp", addr.String(), time.Second)
+			// Ready means this redis-server answers, not merely that
+			// something listens on the port.
+			err := redisPing(addr.String())
 			if err == nil {
-				c.Close()
 				return
 			}
+			select {
+			case werr := <-exited:
+				cmd = nil
+				t.Fatalf("redis-server on %s exited before it answered (%v): %v", addr, werr, err)
+			default:
+			}
 			if time.Now().After(deadline) {
-				t.Fatalf("redis-server on %s does not listen: %v", addr, err)
+				t.Fatalf("redis-server on %s does not answer: %v", addr, err)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
@@ -84,7 +88,11 @@ func redisOutage(t *testing.T) outageBackend {
 	stop := func(*testing.T) {
 		if cmd != nil {
 			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
+			// The goroutine start left waits for the process; wait until
+			// the port is free again.
+			for i := 0; i < 250 && redisPing(addr.String()) == nil; i++ {
+				time.Sleep(20 * time.Millisecond)
+			}
 			cmd = nil
 		}
 	}
@@ -93,6 +101,45 @@ func redisOutage(t *testing.T) outageBackend {
 	client := newRedisClient(t, "redis://"+addr.String()+"/0")
 	return outageBackend{store: idemredis.New(client, idemredis.Options{}), down: stop, up: start,
 		storeLabel: "redis-server on " + addr.String()}
+}
+
+// unusedPort returns a free loopback port below the kernel's range of
+// ephemeral ports, so that no listener of a test running beside this one
+// (they bind port 0) takes it between this check and redis-server's bind.
+func unusedPort(t *testing.T) *net.TCPAddr {
+	t.Helper()
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	}
+	t.Fatal("no free port in 20000-31999")
+	return nil
+}
+
+// redisPing sends PING to the Redis server at addr and checks its PONG.
+func redisPing(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	buf := make([]byte, 7)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != "+PONG\r\n" {
+		return fmt.Errorf("answered %q to PING", buf)
+	}
+	return nil
 }
 
 var quietRedis sync.Once
