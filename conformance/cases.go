@@ -18,6 +18,10 @@ import (
 const (
 	shortLease     = 150 * time.Millisecond
 	shortRetention = 150 * time.Millisecond
+	// renewedLease is the lease of the renewal cases (B16): renewals come
+	// every half lease, so half of it is how late one may be on a loaded
+	// machine before the lease runs out under a handler that still runs.
+	renewedLease = 300 * time.Millisecond
 	// pastShort is long enough for a short lease or retention to run out.
 	pastShort = 350 * time.Millisecond
 )
@@ -526,11 +530,11 @@ var cases = []testCase{
 		"a handler running 4 lease times keeps its key: a duplicate mid-way gets 409, the handler runs once",
 		nil, func(f *fixture) {
 			h := orderHandler()
-			h.Delay = 4 * shortLease
-			f.serve(f.engine(idem.Config{LeaseTime: shortLease}), post("/orders", h))
+			h.Delay = 4 * renewedLease
+			f.serve(f.engine(idem.Config{LeaseTime: renewedLease}), post("/orders", h))
 			k := f.key()
 			first := f.start(h, "/orders", k)
-			f.sleep(5 * shortLease / 2)
+			f.sleep(5 * renewedLease / 2)
 			f.expectProblem(f.post("/orders", created, key(k)), 409, idem.ProblemInFlight, "duplicate past the first lease time")
 			f.expectBody(f.receive(first, "the first request"), 201, created, "first")
 			r := f.post("/orders", created, key(k))
@@ -542,12 +546,12 @@ var cases = []testCase{
 		nil, func(f *fixture) {
 			st := f.probe()
 			st.failFirstRenew = true
-			h := &Handler{EchoBody: true, Delay: 4 * shortLease}
-			f.serve(f.engine(idem.Config{Store: st, LeaseTime: shortLease, Fingerprint: idem.NoFingerprint}), post("/orders", h))
+			h := &Handler{EchoBody: true, Delay: 4 * renewedLease}
+			f.serve(f.engine(idem.Config{Store: st, LeaseTime: renewedLease, Fingerprint: idem.NoFingerprint}), post("/orders", h))
 			k := f.key()
 			first := f.sendAsync(http.MethodPost, "/orders", []byte("first"), key(k))
 			f.wait(h.Entered(), "the first request runs")
-			f.sleep(2 * shortLease)
+			f.sleep(2 * renewedLease)
 			second := f.sendAsync(http.MethodPost, "/orders", []byte("second"), key(k))
 			f.waitFor(func() bool { return h.Calls() == 2 || len(second) > 0 }, "the second request runs")
 			f.expectBody(f.receive(first, "the first request"), 200, []byte("first"), "late first")
