@@ -134,13 +134,10 @@ type Recorded struct {
 	Status int
 	// Header holds the response header fields as sent.
 	Header Header
-	// Body holds the body bytes sent, up to Lease.MaxBody.
+	// Body holds the body bytes sent, up to Lease.MaxBody. Complete hands
+	// it to a store, which copies what it keeps: the adapter may reuse the
+	// buffer once Complete returned.
 	Body []byte
-	// BodyOwned reports that the adapter hands Body over: nothing will
-	// write into Body[:len(Body)] again, so a store may keep it without
-	// copying it. Leave it false when Body is a view of a buffer the
-	// framework reuses.
-	BodyOwned bool
 	// Truncated reports that the handler wrote more than Lease.MaxBody
 	// bytes, so Body is incomplete.
 	Truncated bool
