@@ -35,7 +35,8 @@ type runConfig struct {
 // often in cases that need a second store (B27); each call should return
 // an empty store or one whose keys cannot collide with earlier calls' (the
 // cases draw random keys, so a shared database is fine). Close what it
-// opens with t.Cleanup.
+// opens with t.Cleanup. The function a store passes to storetest.Run and
+// storetest.RunBenchmarks (a storetest.NewStore) serves here as it is.
 func WithStore(newStore func(t testing.TB) idem.Store) Option {
 	return func(c *runConfig) { c.newStore = newStore }
 }

@@ -20,7 +20,7 @@ import (
 // AcquireNew leases its keys for a millisecond, so that a store that bounds
 // its size is not filled with live leases; AcquireComplete leases for ten
 // seconds and keeps completed records for ten seconds.
-func RunBenchmarks(b *testing.B, newStore func(b *testing.B) idem.Store) {
+func RunBenchmarks(b *testing.B, newStore NewStore) {
 	for _, bm := range benchmarks {
 		b.Run(bm.name, func(b *testing.B) {
 			bm.run(b, newBench(b, newStore(b)), false)

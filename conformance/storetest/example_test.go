@@ -3,23 +3,30 @@ package storetest_test
 import (
 	"testing"
 
+	"github.com/idemkit/idem/conformance"
 	"github.com/idemkit/idem/conformance/storetest"
 	idem "github.com/idemkit/idem/core"
 )
 
-// A store's own test file runs the suite and the benchmarks with a function
-// that makes a fresh store for each case and registers its cleanup. Here
-// the store is the in-memory one; a networked store's function would also
-// skip when its server is not configured.
+// A store's own test file runs the suite and the benchmarks with one
+// function that makes a fresh store for each case and registers its
+// cleanup; the same function gives the adapter suite its store. Here the
+// store is the in-memory one; a networked store's function would also skip
+// when its server is not configured.
 func Example() {
-	newStore := func(t *testing.T) idem.Store {
+	var newStore storetest.NewStore = func(tb testing.TB) idem.Store {
 		s := idem.NewMemoryStore(idem.MemoryOptions{})
-		t.Cleanup(func() { _ = s.Close() })
+		tb.Cleanup(func() { _ = s.Close() })
 		return s
 	}
 	// In a _test.go file:
 	//
-	//	func TestStore(t *testing.T) { storetest.Run(t, newStore) }
+	//	func TestStore(t *testing.T)      { storetest.Run(t, newStore) }
+	//	func BenchmarkStore(b *testing.B) { storetest.RunBenchmarks(b, newStore) }
+	//
+	// and, in an adapter's tests, conformance.WithStore(newStore).
 	testStore := func(t *testing.T) { storetest.Run(t, newStore) }
-	_ = testStore
+	benchStore := func(b *testing.B) { storetest.RunBenchmarks(b, newStore) }
+	withStore := conformance.WithStore(newStore)
+	_, _, _ = testStore, benchStore, withStore
 }

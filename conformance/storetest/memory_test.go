@@ -17,12 +17,15 @@ func newMemoryStore(tb testing.TB, opts idem.MemoryOptions) *idem.MemoryStore {
 	return s
 }
 
+// suiteStore is the constructor the store suite and its benchmarks share.
+var suiteStore storetest.NewStore = func(tb testing.TB) idem.Store { return newMemoryStore(tb, idem.MemoryOptions{}) }
+
 func TestMemoryStore(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) idem.Store { return newMemoryStore(t, idem.MemoryOptions{}) })
+	storetest.Run(t, suiteStore)
 }
 
 func BenchmarkStore(b *testing.B) {
-	storetest.RunBenchmarks(b, func(b *testing.B) idem.Store { return newMemoryStore(b, idem.MemoryOptions{}) })
+	storetest.RunBenchmarks(b, suiteStore)
 }
 
 func token(i int) idem.Token {

@@ -39,11 +39,19 @@ const (
 	pollEvery    = 5 * time.Millisecond
 )
 
+// NewStore makes a fresh store for one test, benchmark or conformance
+// case. It registers whatever cleanup the store needs with tb.Cleanup, and
+// may call tb.Skip when the store's backend is not available. One NewStore
+// serves Run, RunBenchmarks and the adapter suite's conformance.WithStore,
+// which takes a function of the same type.
+type NewStore func(tb testing.TB) idem.Store
+
 // Run runs every conformance case against the stores newStore makes. It
-// calls newStore once per case, in the case's own subtest; newStore
-// registers whatever cleanup the store needs with t.Cleanup, and may call
-// t.Skip when the store's backend is not available.
-func Run(t *testing.T, newStore func(t *testing.T) idem.Store) {
+// calls newStore once per case, in the case's own subtest. Each case is
+// named after the rule of the behaviour contract it serves and then after
+// what it checks ("B11/AcquireAbsent"); go test -run 'TestStore/B16/'
+// selects the cases of one rule.
+func Run(t *testing.T, newStore NewStore) {
 	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -64,29 +72,29 @@ type testCase struct {
 }
 
 var cases = []testCase{
-	{"AcquireAbsent", "Acquire on a key without a record leases it: it returns (nil, nil) and stores an in-flight record with the caller's token, fingerprint and lease", testAcquireAbsent},
-	{"AcquireInFlight", "Acquire on an in-flight key returns the record unchanged and does not take the lease from its owner", testAcquireInFlight},
-	{"AcquireCompleted", "Acquire on a completed key returns the recorded response (status, headers, body, fingerprint) with the retention expiry, and changes nothing", testAcquireCompleted},
-	{"OneWinner", "of many concurrent Acquire calls for one key exactly one returns (nil, nil); every other sees the winner's in-flight record", testOneWinner},
-	{"CompleteStaleToken", "Complete with a token that does not hold the lease returns ErrLeaseLost and changes nothing", testCompleteStale},
-	{"ReleaseStaleToken", "Release with a token that does not hold the lease returns ErrLeaseLost and changes nothing", testReleaseStale},
-	{"WritesOnAbsentKey", "Complete, Release and Renew on a key without a record return ErrLeaseLost and create nothing", testWritesOnAbsent},
-	{"WritesAfterComplete", "once a record is completed, a second Complete, a Release or a Renew by the same token returns ErrLeaseLost and leaves the record and its retention as they were", testWritesAfterComplete},
-	{"RenewExtends", "Renew by the owner moves the lease's end to lease from now, so the key stays held past the original lease", testRenewExtends},
-	{"RenewStaleToken", "Renew with a token that does not hold the lease returns ErrLeaseLost and does not extend the lease", testRenewStale},
-	{"LeaseExpiry", "when a lease expires the next Acquire takes the key with a new token; the old owner's Complete, Release and Renew then return ErrLeaseLost and change nothing (B17, B16)", testLeaseExpiry},
-	{"RecordExpiry", "a completed record expires after its retention, and the key is then new (B18)", testRecordExpiry},
-	{"ReleaseFrees", "Release by the owner deletes the in-flight record at once: the next Acquire takes the key, and the released token can no longer write (B14)", testReleaseFrees},
-	{"BinarySafe", "bodies and header values are arbitrary bytes and round-trip exactly; header fields keep their order, repeated names and count", testBinarySafe},
-	{"EmptyAndNil", "an empty or nil body and header round-trip as empty; a nil fingerprint (mismatch check off, B9) stays nil and an empty one stays non-nil", testEmptyAndNil},
-	{"LargeBody", "a 1 MiB body (the engine's default limit, B19) round-trips byte for byte", testLargeBody},
-	{"CancelledContext", "a call whose context is already done returns an error wrapping ctx.Err() and changes nothing", testCancelledContext},
-	{"ReturnedRecordIsACopy", "mutating a record returned by Acquire does not change what the store holds", testReturnedCopy},
-	{"ArgumentsAreCopied", "mutating the fingerprint passed to Acquire or the record passed to Complete afterwards does not change what the store holds", testArgumentsCopied},
-	{"ManyKeys", "many keys leased and completed concurrently each keep their own record", testManyKeys},
-	{"NotReplayable", "a record completed as not replayable (B19) comes back completed, not replayable, with its status and fingerprint", testNotReplayable},
-	{"DistinctKeys", "keys are compared byte for byte: keys that differ only in case, or where one is a prefix of the other, are distinct", testDistinctKeys},
-	{"ReacquireAfterRelease", "after a release a new owner's lease is fully its own: the new token holds the key and the old one cannot complete it", testReacquireAfterRelease},
+	{"B11/AcquireAbsent", "Acquire on a key without a record leases it: it returns (nil, nil) and stores an in-flight record with the caller's token, fingerprint and lease", testAcquireAbsent},
+	{"B12/AcquireInFlight", "Acquire on an in-flight key returns the record unchanged and does not take the lease from its owner", testAcquireInFlight},
+	{"B13/AcquireCompleted", "Acquire on a completed key returns the recorded response (status, headers, body, fingerprint) with the retention expiry, and changes nothing", testAcquireCompleted},
+	{"B11/OneWinner", "of many concurrent Acquire calls for one key exactly one returns (nil, nil); every other sees the winner's in-flight record", testOneWinner},
+	{"B16/CompleteStaleToken", "Complete with a token that does not hold the lease returns ErrLeaseLost and changes nothing", testCompleteStale},
+	{"B16/ReleaseStaleToken", "Release with a token that does not hold the lease returns ErrLeaseLost and changes nothing", testReleaseStale},
+	{"B16/WritesOnAbsentKey", "Complete, Release and Renew on a key without a record return ErrLeaseLost and create nothing", testWritesOnAbsent},
+	{"B16/WritesAfterComplete", "once a record is completed, a second Complete, a Release or a Renew by the same token returns ErrLeaseLost and leaves the record and its retention as they were", testWritesAfterComplete},
+	{"B16/RenewExtends", "Renew by the owner moves the lease's end to lease from now, so the key stays held past the original lease", testRenewExtends},
+	{"B16/RenewStaleToken", "Renew with a token that does not hold the lease returns ErrLeaseLost and does not extend the lease", testRenewStale},
+	{"B17/LeaseExpiry", "when a lease expires the next Acquire takes the key with a new token; the old owner's Complete, Release and Renew then return ErrLeaseLost and change nothing (B17, B16)", testLeaseExpiry},
+	{"B18/RecordExpiry", "a completed record expires after its retention, and the key is then new (B18)", testRecordExpiry},
+	{"B14/ReleaseFrees", "Release by the owner deletes the in-flight record at once: the next Acquire takes the key, and the released token can no longer write (B14)", testReleaseFrees},
+	{"B13/BinarySafe", "bodies and header values are arbitrary bytes and round-trip exactly; header fields keep their order, repeated names and count", testBinarySafe},
+	{"B9/EmptyAndNil", "an empty or nil body and header round-trip as empty; a nil fingerprint (mismatch check off, B9) stays nil and an empty one stays non-nil", testEmptyAndNil},
+	{"B19/LargeBody", "a 1 MiB body (the engine's default limit, B19) round-trips byte for byte", testLargeBody},
+	{"B29/CancelledContext", "a call whose context is already done returns an error wrapping ctx.Err() and changes nothing", testCancelledContext},
+	{"B13/ReturnedRecordIsACopy", "mutating a record returned by Acquire does not change what the store holds", testReturnedCopy},
+	{"B13/ArgumentsAreCopied", "mutating the fingerprint passed to Acquire or the record passed to Complete afterwards does not change what the store holds", testArgumentsCopied},
+	{"B11/ManyKeys", "many keys leased and completed concurrently each keep their own record", testManyKeys},
+	{"B19/NotReplayable", "a record completed as not replayable (B19) comes back completed, not replayable, with its status and fingerprint", testNotReplayable},
+	{"B8/DistinctKeys", "keys are compared byte for byte: keys that differ only in case, or where one is a prefix of the other, are distinct", testDistinctKeys},
+	{"B16/ReacquireAfterRelease", "after a release a new owner's lease is fully its own: the new token holds the key and the old one cannot complete it", testReacquireAfterRelease},
 }
 
 // fixture is what a case works with: a fresh store, a context bounded by

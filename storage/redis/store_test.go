@@ -95,14 +95,17 @@ func newStore(tb testing.TB) *idemredis.Store {
 	return idemredis.New(client, idemredis.Options{KeyPrefix: newPrefix(tb, client)})
 }
 
+// suiteStore is the constructor the store suite and its benchmarks share.
+var suiteStore storetest.NewStore = func(tb testing.TB) idem.Store { return newStore(tb) }
+
 func TestConformance(t *testing.T) {
 	redisURL(t)
-	storetest.Run(t, func(t *testing.T) idem.Store { return newStore(t) })
+	storetest.Run(t, suiteStore)
 }
 
 func BenchmarkStore(b *testing.B) {
 	redisURL(b)
-	storetest.RunBenchmarks(b, func(b *testing.B) idem.Store { return newStore(b) })
+	storetest.RunBenchmarks(b, suiteStore)
 }
 
 // TestKeys checks what reaches Redis: the storage key behind the prefix,
