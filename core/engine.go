@@ -24,14 +24,16 @@ const (
 // recorded response or answer with a problem. It is safe for concurrent
 // use; adapters share one Engine across all routes.
 type Engine struct {
-	cfg       Config
-	store     Store
-	ownStore  *MemoryStore
-	tokens    *tokenSource
-	observer  Observer
-	logger    *slog.Logger
-	stored    func(int) bool
-	storedSet [600]bool
+	cfg      Config
+	store    Store
+	ownStore *MemoryStore
+	tokens   *tokenSource
+	observer Observer
+	// storeObserver is observer when it also times store calls.
+	storeObserver StoreObserver
+	logger        *slog.Logger
+	stored        func(int) bool
+	storedSet     [600]bool
 	// rendered holds the default rendering of every problem whose content
 	// is fixed by the configuration, by type; nil with a custom renderer.
 	rendered map[string]*Response
@@ -75,6 +77,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{cfg: cfg, store: cfg.Store, tokens: newTokenSource(), observer: cfg.Observer, logger: cfg.Logger,
 		defaultKey: defaultKey, defaultFP: defaultFP}
+	e.storeObserver, _ = cfg.Observer.(StoreObserver)
 	for i := range e.renewals {
 		e.renewals[i].after = cfg.LeaseTime / 2
 	}
@@ -244,14 +247,16 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 	// request allocates nothing else for them.
 	l := e.prepareLease()
 	storageKey, fp := e.keyAndFingerprint(l, r, key, body)
-	ev.KeyID = keyID(storageKey)
+	ev.KeyID, ev.Op = keyID(storageKey), OpAcquire
 	store := route.Store
 	token := e.tokens.token()
 	defer e.recycle(l, store)
 
 	var deadline time.Time
 	for {
+		start := e.storeStart()
 		rec, found, slot, err := e.acquire(ctx, store, storageKey, token, fp)
+		e.storeDone(ctx, OpAcquire, store, &ev, start, err)
 		if err != nil {
 			ev.Err = err
 			if e.cfg.FailOpen {
@@ -591,7 +596,9 @@ func (l *Lease) renew() {
 	}
 	l.mu.Unlock()
 	ctx, cancel := l.e.storeContext(l.detached(), l.store)
+	start := l.e.storeStart()
 	err := l.store.Renew(ctx, l.key, l.token, l.e.cfg.LeaseTime)
+	l.e.storeDone(ctx, OpRenew, l.store, &l.ev, start, err)
 	cancel()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -603,12 +610,12 @@ func (l *Lease) renew() {
 	case errors.Is(err, ErrLeaseLost):
 		l.lost = true
 		ev := l.ev
-		ev.Outcome, ev.Err = LeaseLost, err
+		ev.Outcome, ev.Err, ev.Op = LeaseLost, err, OpRenew
 		l.report(ev)
 		return
 	case err != nil:
 		ev := l.ev
-		ev.Outcome, ev.Err = StoreError, err
+		ev.Outcome, ev.Err, ev.Op = StoreError, err, OpRenew
 		l.report(ev)
 		next = l.e.cfg.LeaseTime / 8
 	}
@@ -663,14 +670,18 @@ func (l *Lease) Complete(rec Recorded) error {
 		// to make.
 		var buf [8]HeaderField
 		stored := l.record(status, &rec, buf[:0])
+		start := l.e.storeStart()
 		err = m.complete(context.Background(), l.key, l.token, &stored, l.retention, l.slot)
+		l.storeDone(OpComplete, start, err)
 	} else {
 		stored := l.record(status, &rec, nil)
 		ctx, cancel := l.e.storeContext(l.detached(), l.store)
+		start := l.e.storeStart()
 		err = l.store.Complete(ctx, l.key, l.token, &stored, l.retention)
+		l.e.storeDone(ctx, OpComplete, l.store, &l.ev, start, err)
 		cancel()
 	}
-	l.reportEnd(status, err, Stored, nil)
+	l.reportEnd(OpComplete, status, err, Stored, nil)
 	return err
 }
 
@@ -725,18 +736,28 @@ func (l *Lease) Release(cause error) error {
 
 func (l *Lease) release(status int, cause error) error {
 	ctx, cancel := l.e.storeContext(l.detached(), l.store)
+	start := l.e.storeStart()
 	err := l.store.Release(ctx, l.key, l.token)
+	l.e.storeDone(ctx, OpRelease, l.store, &l.ev, start, err)
 	cancel()
-	l.reportEnd(status, err, Released, cause)
+	l.reportEnd(OpRelease, status, err, Released, cause)
 	return err
 }
 
-// reportEnd reports how the store write that ended the lease went: err
+// storeDone reports a store call of the lease's that needs no context of
+// its own (the memory store's), with the detached request context.
+func (l *Lease) storeDone(op StoreOp, start time.Time, err error) {
+	if l.e.storeObserver != nil {
+		l.e.storeDone(l.detached(), op, l.store, &l.ev, start, err)
+	}
+}
+
+// reportEnd reports how the store write op that ended the lease went: err
 // from the store, or else outcome with cause (Stored, or Released with
 // why the lease was given up).
-func (l *Lease) reportEnd(status int, err error, outcome Outcome, cause error) {
+func (l *Lease) reportEnd(op StoreOp, status int, err error, outcome Outcome, cause error) {
 	ev := l.ev
-	ev.Status = status
+	ev.Status, ev.Op = status, op
 	switch {
 	case errors.Is(err, ErrLeaseLost):
 		ev.Outcome, ev.Err = LeaseLost, err

@@ -3,6 +3,7 @@ package idem
 import (
 	"context"
 	"log/slog"
+	"time"
 )
 
 // Outcome names one decision of the engine (B28).
@@ -76,6 +77,64 @@ type Event struct {
 	Status int
 	// Err is the store error or handler failure behind the outcome.
 	Err error
+	// Op is the store call whose result the event reports: OpAcquire for
+	// what Begin decided after asking the store, OpRenew for a renewal
+	// that failed while the handler ran, and OpComplete or OpRelease for
+	// how a lease ended, which every Executed event is followed by exactly
+	// once. It is 0 when the decision needed no store call.
+	Op StoreOp
+}
+
+// StoreOp names a Store method the engine calls.
+type StoreOp uint8
+
+const (
+	// OpAcquire: Store.Acquire, when Begin looks a key up or leases it.
+	OpAcquire StoreOp = iota + 1
+	// OpComplete: Store.Complete, when a handler's response completes the
+	// record.
+	OpComplete
+	// OpRelease: Store.Release, when a lease is given up.
+	OpRelease
+	// OpRenew: Store.Renew, while a handler outlives half its lease.
+	OpRenew
+)
+
+var storeOpNames = [...]string{OpAcquire: "acquire", OpComplete: "complete", OpRelease: "release", OpRenew: "renew"}
+
+// String returns "acquire", "complete", "release" or "renew".
+func (o StoreOp) String() string {
+	if int(o) < len(storeOpNames) && storeOpNames[o] != "" {
+		return storeOpNames[o]
+	}
+	return "unknown"
+}
+
+// StoreCall reports one call the engine made to a store. Like an Event it
+// never holds a raw key, a scope or a body (B28).
+type StoreCall struct {
+	Op StoreOp
+	// Store is the store called: Config.Store or the route's own (B27).
+	Store Store
+	// Route is Route.Name of the request's route.
+	Route string
+	// KeyID is the short prefix of the storage key, as in Event.
+	KeyID string
+	// Duration is how long the call took, by the monotonic clock.
+	Duration time.Duration
+	// Err is what the call returned: nil, ErrLeaseLost for a token that
+	// no longer holds the lease (B16), or the store's failure.
+	Err error
+}
+
+// StoreObserver is an Observer that also receives every store call the
+// engine makes, with how long it took. New checks Config.Observer for it
+// once; an engine without one reads no clock around its store calls.
+// ObserveStore is called on the goroutine that made the call and should
+// return quickly.
+type StoreObserver interface {
+	Observer
+	ObserveStore(ctx context.Context, call StoreCall)
 }
 
 // Observer receives every Event (B28). Observe is called on the request's
@@ -99,6 +158,23 @@ func keyID(storageKey string) string {
 		return storageKey[:keyIDLen]
 	}
 	return storageKey
+}
+
+// storeStart returns when a store call starts, or the zero time, without
+// reading the clock, when no StoreObserver listens.
+func (e *Engine) storeStart() time.Time {
+	if e.storeObserver == nil {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// storeDone reports a store call that started at start to the
+// StoreObserver, if there is one.
+func (e *Engine) storeDone(ctx context.Context, op StoreOp, store Store, ev *Event, start time.Time, err error) {
+	if e.storeObserver != nil {
+		e.storeObserver.ObserveStore(ctx, StoreCall{Op: op, Store: store, Route: ev.Route, KeyID: ev.KeyID, Duration: time.Since(start), Err: err})
+	}
 }
 
 func (e *Engine) report(ctx context.Context, ev Event) {
