@@ -22,6 +22,7 @@ func (r Route) Validate() error {
 		errs = append(errs, fmt.Errorf("Policy %d is not a policy", r.Policy))
 	}
 	if r.Retention < 0 || r.Retention > 0 && r.Retention < time.Millisecond {
+		//lint:ignore ST1005 the message starts with the field's name, Retention
 		errs = append(errs, fmt.Errorf("Retention %v is neither 0 nor at least 1ms", r.Retention))
 	}
 	return errors.Join(errs...)
