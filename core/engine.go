@@ -407,7 +407,7 @@ func (e *Engine) replay(ctx context.Context, ev Event, resp *Response) Decision 
 		resp.Status = e.cfg.ReplayStatus
 	}
 	ev.Outcome = Replayed
-	ev.Status = resp.Status
+	ev.Status, ev.BodySize = resp.Status, len(resp.Body)
 	e.report(ctx, ev)
 	return Decision{Action: Respond, Response: resp, Replayed: true}
 }

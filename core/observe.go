@@ -75,6 +75,9 @@ type Event struct {
 	KeyID string
 	// Status is the status answered or recorded, when there is one.
 	Status int
+	// BodySize is the length of the replayed body of a Replayed event;
+	// the body itself is never reported.
+	BodySize int
 	// Err is the store error or handler failure behind the outcome.
 	Err error
 	// Op is the store call whose result the event reports: OpAcquire for

@@ -90,6 +90,11 @@ func TestB28StoreCallsAreObserved(t *testing.T) {
 			if d := eng.Begin(orders()); !d.Replayed { // a replay
 				t.Fatalf("second request: %+v", d)
 			}
+			rec.mu.Lock()
+			if ev := rec.events[len(rec.events)-1]; ev.BodySize != len("ok") {
+				t.Errorf("the replay's event has BodySize %d, want %d", ev.BodySize, len("ok"))
+			}
+			rec.mu.Unlock()
 			d = eng.Begin(req("k2", "{}")) // a first request, released by its status
 			_ = d.Lease.Complete(idem.Recorded{Status: 500})
 			d = eng.Begin(req("k3", "{}")) // a first request, released after a panic
