@@ -18,7 +18,10 @@ const (
 	DefaultMaxRequestBody  = 1 << 20
 	DefaultMaxResponseBody = 1 << 20
 	DefaultStoreTimeout    = 5 * time.Second
-	DefaultInFlightStatus  = http.StatusConflict
+	// MaxStoreTimeoutShare bounds StoreTimeout: at most
+	// LeaseTime/MaxStoreTimeoutShare (B34).
+	MaxStoreTimeoutShare  = 4
+	DefaultInFlightStatus = http.StatusConflict
 	// ReplayedHeader is added to every replayed response (B13).
 	ReplayedHeader = "Idempotent-Replayed"
 )
@@ -127,7 +130,11 @@ type Config struct {
 	// FailOpen runs handlers untracked when the store fails before the
 	// handler, instead of answering 503 (B22).
 	FailOpen bool
-	// StoreTimeout bounds every store call. Default: 5s.
+	// StoreTimeout bounds every store call. It may be at most
+	// LeaseTime/4, so that a renewal that hangs (it starts at half the
+	// lease) leaves time for another before the lease ends; New refuses a
+	// longer one (B34). Renewals are also cut off where the lease ends.
+	// Default: 5s, or LeaseTime/4 when that is shorter.
 	StoreTimeout time.Duration
 
 	// Logger, when set, logs every decision (B28).
@@ -181,8 +188,8 @@ func (c *Config) fill() error {
 		bad("set StoredStatuses or ShouldStore, not both")
 	}
 	for _, s := range c.StoredStatuses {
-		if s < 100 || s > 999 {
-			bad("StoredStatuses holds %d, which is not a status code", s)
+		if s < 100 || s > 599 {
+			bad("StoredStatuses holds %d, which is not a status code in 100..599", s)
 		}
 	}
 	if c.ReplayStatus != 0 && (c.ReplayStatus < 200 || c.ReplayStatus > 599) {
@@ -242,11 +249,17 @@ func (c *Config) fill() error {
 		}
 	}
 	c.ReplayHeaders = canon
+	// One store call that hangs for StoreTimeout must leave time for
+	// another attempt before the lease ends: a renewal starts at half the
+	// lease, so a quarter leaves a quarter (B34).
+	maxTimeout := c.LeaseTime / MaxStoreTimeoutShare
 	switch {
 	case c.StoreTimeout == 0:
-		c.StoreTimeout = DefaultStoreTimeout
+		c.StoreTimeout = min(DefaultStoreTimeout, maxTimeout)
 	case c.StoreTimeout < 0:
 		bad("StoreTimeout %v is negative", c.StoreTimeout)
+	case c.StoreTimeout > maxTimeout && c.LeaseTime > 0:
+		bad("StoreTimeout %v is longer than LeaseTime/%d (%v): one hung renewal would outlive the lease (B34)", c.StoreTimeout, MaxStoreTimeoutShare, maxTimeout)
 	}
 	if c.Clock == nil {
 		c.Clock = systemClock{}

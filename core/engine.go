@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -58,7 +59,7 @@ func renderFixedProblems(cfg *Config) map[string]*Response {
 		problemKeyMissing(cfg.HeaderName), problemKeyReused(),
 		problemInFlight(cfg.InFlightStatus, inFlightRetryAfter), problemNotReplayable(),
 		problemTooLarge(cfg.MaxRequestBody), problemBodyUnreadable(),
-		problemStoreUnavailable(storeRetryAfter),
+		problemStoreUnavailable(storeRetryAfter), problemRequestCanceled(storeRetryAfter),
 	}
 	rendered := make(map[string]*Response, len(fixed))
 	for _, p := range fixed {
@@ -79,7 +80,7 @@ func New(cfg Config) (*Engine, error) {
 		defaultKey: defaultKey, defaultFP: defaultFP}
 	e.storeObserver, _ = cfg.Observer.(StoreObserver)
 	for i := range e.renewals {
-		e.renewals[i].after = cfg.LeaseTime / 2
+		e.renewals[i].after, e.renewals[i].clock = cfg.LeaseTime/2, cfg.Clock
 	}
 	if defaultRender {
 		e.rendered = renderFixedProblems(&e.cfg)
@@ -233,6 +234,8 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 		case errors.Is(err, errTooLarge):
 			ev.Outcome = TooLarge
 			return e.problem(ctx, ev, problemTooLarge(e.cfg.MaxRequestBody))
+		case err != nil && ctx.Err() != nil:
+			return e.clientGone(ctx, ev, err)
 		case err != nil:
 			ev.Outcome = Invalid
 			ev.Err = err
@@ -252,11 +255,29 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 	token := e.tokens.token()
 	defer e.recycle(l, store)
 
+	// A request whose context is done never reaches the store: the client
+	// is gone (or a server deadline passed) and nobody waits for the
+	// answer (B29).
+	if err := ctx.Err(); err != nil {
+		return e.clientGone(ctx, ev, err)
+	}
 	var deadline time.Time
 	for {
+		// The lease ends no earlier than a lease time after the Acquire
+		// call starts: renewals are bounded by that end (B34).
+		began := e.cfg.Clock.Now()
 		start := e.storeStart()
 		rec, found, slot, err := e.acquire(ctx, store, storageKey, token, fp)
 		e.storeDone(ctx, OpAcquire, store, &ev, start, err)
+		if err != nil && ctx.Err() != nil {
+			// The store call failed because the request's own context is
+			// done, not because the store is down: never a store error,
+			// never an untracked run (B29). The call may have taken
+			// effect before it was cut off; a fenced release frees the
+			// key if it did, and changes nothing if it did not.
+			e.releaseUncertain(ctx, store, storageKey, token, &ev)
+			return e.clientGone(ctx, ev, err)
+		}
 		if err != nil {
 			ev.Err = err
 			if e.cfg.FailOpen {
@@ -274,11 +295,18 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 		// retries a call whose reply was lost: the lease is ours.
 		if !found || rec.State == InFlight && rec.Token == token {
 			d.Action = Run
-			d.Lease = e.startLease(l, ctx, store, storageKey, token, fp, route.Retention, ev)
+			d.Lease = e.startLease(l, ctx, store, storageKey, token, fp, route.Retention, ev, began.Add(e.cfg.LeaseTime))
 			l.slot = slot
 			ev.Outcome = Executed
 			e.report(ctx, ev)
 			return d
+		}
+		// Whatever the store returned is checked before it is used: a
+		// corrupt record is a store error, never a panic or a header the
+		// client must not get, and never an untracked run (B33).
+		if err := e.checkRecord(&rec); err != nil {
+			ev.Outcome, ev.Err = StoreError, err
+			return e.problem(ctx, ev, problemStoreUnavailable(storeRetryAfter))
 		}
 		if fp != nil && rec.Fingerprint != nil && !bytes.Equal(fp, rec.Fingerprint) {
 			return e.found(ctx, ev, policy, d, &Finding{Kind: FoundMismatch, Problem: problemKeyReused()}, Mismatch)
@@ -307,12 +335,86 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 			deadline = now.Add(e.cfg.InFlightWait)
 		}
 		wait := min(deadline.Sub(now), pollInterval(e.cfg.InFlightWait))
-		if wait <= 0 || !sleep(ctx, wait) {
+		if wait <= 0 {
 			break
+		}
+		if !sleep(ctx, wait) {
+			return e.clientGone(ctx, ev, ctx.Err())
 		}
 	}
 	ev.Outcome = InFlightConflict
 	return e.problem(ctx, ev, problemInFlight(e.cfg.InFlightStatus, inFlightRetryAfter))
+}
+
+// maxFingerprint bounds the fingerprint a record may carry (B33); Begin
+// hashes a longer one from Config.Fingerprint down to its SHA-256.
+const maxFingerprint = 1024
+
+// errCorrupt is wrapped by the error checkRecord reports.
+var errCorrupt = errors.New("idem: corrupt record from the store")
+
+// checkRecord checks a record a store returned (B33): a known state, a
+// fingerprint of sane length and, for a replayable completed record, a
+// status in 100..599 and well-formed header fields. Fields outside the
+// current ReplayHeaders are dropped from rec, so that narrowing the
+// allowlist takes effect for records stored before.
+func (e *Engine) checkRecord(rec *Record) error {
+	if rec.State != InFlight && rec.State != Completed {
+		return fmt.Errorf("%w: state %d", errCorrupt, rec.State)
+	}
+	if len(rec.Fingerprint) > maxFingerprint {
+		return fmt.Errorf("%w: a fingerprint of %d bytes", errCorrupt, len(rec.Fingerprint))
+	}
+	if rec.State != Completed || rec.NotReplayable {
+		return nil
+	}
+	if rec.Status < 100 || rec.Status > 599 {
+		return fmt.Errorf("%w: status %d", errCorrupt, rec.Status)
+	}
+	var kept []HeaderField // the fields kept, once one is dropped
+	for i, f := range rec.Header {
+		if !isToken(f.Name) || !isFieldValue(f.Value) {
+			return fmt.Errorf("%w: a malformed header field", errCorrupt)
+		}
+		switch allowed := e.replayable(f.Name); {
+		case !allowed && kept == nil:
+			kept = make([]HeaderField, i, len(rec.Header)+1)
+			copy(kept, rec.Header[:i])
+		case allowed && kept != nil:
+			kept = append(kept, f)
+		}
+	}
+	if kept != nil {
+		rec.Header = kept
+	}
+	return nil
+}
+
+// replayable reports whether the field called name is on the current
+// replay allowlist (B20, B33).
+func (e *Engine) replayable(name string) bool {
+	for _, h := range e.cfg.ReplayHeaders {
+		if h == name {
+			return true
+		}
+	}
+	for _, h := range e.cfg.ReplayHeaders {
+		if strings.EqualFold(h, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// isFieldValue reports whether v may be sent as an RFC 9110 field value:
+// no control character but horizontal tab.
+func isFieldValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func pollInterval(wait time.Duration) time.Duration {
@@ -380,6 +482,28 @@ func (e *Engine) storeContext(ctx context.Context, store Store) (context.Context
 		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, e.cfg.StoreTimeout)
+}
+
+// clientGone answers a request whose context ended before it held a
+// lease (B29). Nobody may read the answer; if someone does (a server-side
+// deadline rather than a disconnect), it says that nothing ran and that a
+// retry with the same key is safe.
+func (e *Engine) clientGone(ctx context.Context, ev Event, err error) Decision {
+	ev.Outcome = ClientGone
+	ev.Err = err
+	return e.problem(ctx, ev, problemRequestCanceled(storeRetryAfter))
+}
+
+// releaseUncertain gives up token's lease of key in case an Acquire that
+// failed took effect anyway, with a context detached from the request's
+// and bounded by StoreTimeout. A fenced release changes nothing when the
+// Acquire did not take effect.
+func (e *Engine) releaseUncertain(ctx context.Context, store Store, key string, token Token, ev *Event) {
+	ctx, cancel := e.storeContext(context.WithoutCancel(ctx), store)
+	defer cancel()
+	start := e.storeStart()
+	err := store.Release(ctx, key, token)
+	e.storeDone(ctx, OpRelease, store, ev, start, err)
 }
 
 func (e *Engine) pass(ctx context.Context, ev Event, d Decision) Decision {
@@ -454,19 +578,28 @@ func (e *Engine) putBody(buf *[]byte, read []byte, answered bool) {
 	e.bodies.Put(buf)
 }
 
-// readBody reads all of r, failing with errTooLarge past limit bytes. A
-// positive declared size sizes the buffer; buf is used when it is large
-// enough.
+// initialBody bounds the buffer readBody starts with, whatever size the
+// client declares: memory follows the bytes received (B31).
+const initialBody = 16 << 10
+
+// readBody reads all of r, failing with errTooLarge past limit bytes. The
+// buffer starts at the declared size plus one, at most initialBody, and
+// doubles as bytes arrive, never past the declared size plus one (so a
+// body of the declared size needs no copy after the last doubling) nor
+// past limit plus one; buf is used when it is large enough. A reader that
+// knows its length (bytes already in memory) sizes the buffer exactly.
 func readBody(r io.Reader, declared, limit int64, buf []byte) ([]byte, error) {
 	size := min(512, limit+1)
 	switch l, ok := r.(interface{ Len() int }); {
 	case ok:
 		size = int64(l.Len()) + 1
-	case declared > 0:
-		size = declared + 1
-	}
-	if size > limit+1 {
+		if size > limit+1 {
+			return nil, errTooLarge
+		}
+	case declared > limit:
 		return nil, errTooLarge
+	case declared > 0:
+		size = min(declared+1, initialBody)
 	}
 	if int64(cap(buf)) < size {
 		buf = make([]byte, 0, size)
@@ -474,7 +607,7 @@ func readBody(r io.Reader, declared, limit int64, buf []byte) ([]byte, error) {
 	buf = buf[:0]
 	for {
 		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
+			buf = grow(buf, declared, limit)
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
@@ -488,6 +621,19 @@ func readBody(r io.Reader, declared, limit int64, buf []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// grow returns full buf with twice its capacity, or up to the declared
+// size plus one when that is larger than the current capacity and
+// smaller than twice it, and never more than limit plus one.
+func grow(buf []byte, declared, limit int64) []byte {
+	c := int64(cap(buf))
+	next := max(2*c, 512)
+	if declared > c && declared+1 < next {
+		next = declared + 1
+	}
+	next = max(min(next, limit+1), c+1)
+	return append(make([]byte, 0, next), buf...)
 }
 
 // Lease is the right to run a handler for one key (B11). Exactly one of
@@ -508,6 +654,10 @@ type Lease struct {
 	mu   sync.Mutex
 	done bool
 	lost bool
+	// end is the earliest the lease can end in the store, by
+	// Config.Clock: a lease time after the start of the Acquire or Renew
+	// call that last took effect. No renewal waits past it (B34).
+	end time.Time
 	// timer renews the lease after its first renewal; until then the
 	// lease waits in queue.
 	timer *time.Timer
@@ -555,12 +705,19 @@ func (e *Engine) keyAndFingerprint(l *Lease, r *Request, key string, body []byte
 		fingerprint(&l.fpSum, r, body)
 		return storageKey, l.fpSum[:]
 	}
-	return storageKey, e.cfg.Fingerprint(r, body)
+	fp := e.cfg.Fingerprint(r, body)
+	if len(fp) > maxFingerprint {
+		// Stores keep fingerprints of sane length (B33); equal long
+		// fingerprints still hash alike.
+		l.fpSum = sha256.Sum256(fp)
+		fp = l.fpSum[:]
+	}
+	return storageKey, fp
 }
 
 // startLease makes l the lease of key held by token.
-func (e *Engine) startLease(l *Lease, ctx context.Context, store Store, key string, token Token, fp []byte, retention time.Duration, ev Event) *Lease {
-	l.e, l.store, l.key, l.token, l.fp, l.retention = e, store, key, token, fp, retention
+func (e *Engine) startLease(l *Lease, ctx context.Context, store Store, key string, token Token, fp []byte, retention time.Duration, ev Event, end time.Time) *Lease {
+	l.e, l.store, l.key, l.token, l.fp, l.retention, l.end = e, store, key, token, fp, retention, end
 	l.parent, l.ev, l.queue = ctx, ev, &e.renewals[token[15]%renewalShards]
 	l.queue.add(l)
 	return l
@@ -594,10 +751,13 @@ func (l *Lease) renew() {
 		l.mu.Unlock()
 		return
 	}
+	end := l.end
 	l.mu.Unlock()
-	ctx, cancel := l.e.storeContext(l.detached(), l.store)
+	cfg := &l.e.cfg
+	began := cfg.Clock.Now()
+	ctx, cancel := l.renewContext(began, end)
 	start := l.e.storeStart()
-	err := l.store.Renew(ctx, l.key, l.token, l.e.cfg.LeaseTime)
+	err := l.store.Renew(ctx, l.key, l.token, cfg.LeaseTime)
 	l.e.storeDone(ctx, OpRenew, l.store, &l.ev, start, err)
 	cancel()
 	l.mu.Lock()
@@ -605,7 +765,7 @@ func (l *Lease) renew() {
 	if l.done {
 		return
 	}
-	next := l.e.cfg.LeaseTime / 2
+	next := cfg.LeaseTime / 2
 	switch {
 	case errors.Is(err, ErrLeaseLost):
 		l.lost = true
@@ -617,7 +777,10 @@ func (l *Lease) renew() {
 		ev := l.ev
 		ev.Outcome, ev.Err, ev.Op = StoreError, err, OpRenew
 		l.report(ev)
-		next = l.e.cfg.LeaseTime / 8
+		// Try again soon: the lease still runs until l.end.
+		next = cfg.LeaseTime / 16
+	default:
+		l.end = began.Add(cfg.LeaseTime)
 	}
 	if l.timer == nil {
 		// renew takes l.mu first: it cannot run before l.timer is set.
@@ -625,6 +788,22 @@ func (l *Lease) renew() {
 	} else {
 		l.timer.Reset(next)
 	}
+}
+
+// renewContext bounds a renewal that starts at start by StoreTimeout and
+// by end, the earliest the lease can end: a renewal that has not taken
+// effect by then is too late, and one hung call must not keep the next
+// attempt from running while the lease still holds (B34). Past end the
+// call gets StoreTimeout, to learn whether the lease was lost.
+func (l *Lease) renewContext(start, end time.Time) (context.Context, context.CancelFunc) {
+	if _, local := l.store.(*MemoryStore); local {
+		return l.detached(), func() {}
+	}
+	timeout := l.e.cfg.StoreTimeout
+	if left := end.Sub(start); left > 0 {
+		timeout = min(timeout, left)
+	}
+	return context.WithTimeout(l.detached(), timeout)
 }
 
 // finish marks the lease done; it reports false when it already was.

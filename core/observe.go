@@ -46,6 +46,23 @@ const (
 	LeaseLost
 	// ManualFound: on a Manual route the handler runs with what was found.
 	ManualFound
+	// ClientGone: the request's context was done (the client disconnected,
+	// or a server-side deadline passed) before the request held a lease;
+	// the handler did not run and the answer is a 503 problem that usually
+	// nobody reads (B29). Never reported as StoreError, never an
+	// untracked run in fail-open mode. Logged at DEBUG, as the other
+	// outcomes a client causes are.
+	ClientGone
+	// StoreFull: a bounded store refused a new key because it is full
+	// (503 with Retry-After) or because the key's scope holds more than its
+	// share of the store (429 with Retry-After); no record was evicted to
+	// make room (B30).
+	StoreFull
+	// Unscoped is a notice, not a decision: a tracked request of the route
+	// had an empty scope, so every client of the route shares one key
+	// space. It is reported once per route, before the request's own
+	// decision, and logged at WARN (B32).
+	Unscoped
 )
 
 var outcomeNames = [...]string{
@@ -54,6 +71,7 @@ var outcomeNames = [...]string{
 	Invalid: "invalid", TooLarge: "too-large", NotReplayableRecord: "not-replayable",
 	StoreError: "store-error", Untracked: "untracked", Stored: "stored",
 	Released: "released", LeaseLost: "lease-lost", ManualFound: "manual-found",
+	ClientGone: "client-gone", StoreFull: "store-full", Unscoped: "unscoped",
 }
 
 // String returns the outcome's name, as it appears in logs.
@@ -189,7 +207,7 @@ func (e *Engine) report(ctx context.Context, ev Event) {
 	}
 	level := slog.LevelDebug
 	switch ev.Outcome {
-	case StoreError, LeaseLost, Untracked:
+	case StoreError, LeaseLost, Untracked, StoreFull, Unscoped:
 		level = slog.LevelWarn
 	case Executed, Replayed, Stored, InFlightConflict, Mismatch, NotReplayableRecord, ManualFound:
 		level = slog.LevelInfo

@@ -19,7 +19,9 @@ const (
 	ProblemNotReplayable    = ProblemBase + "not-replayable"    // B19
 	ProblemRequestTooLarge  = ProblemBase + "request-too-large" // B21
 	ProblemRequestBody      = ProblemBase + "request-body"      // B21
-	ProblemStoreUnavailable = ProblemBase + "store-unavailable" // B22
+	ProblemStoreUnavailable = ProblemBase + "store-unavailable" // B22, B33
+	ProblemRequestCanceled  = ProblemBase + "request-canceled"  // B29
+	ProblemScopeQuota       = ProblemBase + "scope-quota"       // B30
 )
 
 // Problem is an RFC 9457 problem the engine answers with (B25). It is also
@@ -102,4 +104,16 @@ func problemBodyUnreadable() *Problem {
 func problemStoreUnavailable(retry time.Duration) *Problem {
 	return &Problem{Type: ProblemStoreUnavailable, Title: "Idempotency store unavailable", Status: 503, Rule: "B22", RetryAfter: retry,
 		Detail: "The request was not processed because its idempotency record could not be checked. Retry with the same key after the time given in Retry-After."}
+}
+
+// problemRequestCanceled answers a request whose context ended before it
+// held a lease (B29). It is a 503 with Retry-After rather than a 4xx:
+// usually the client is gone and reads nothing, but when a server-side
+// deadline ended the context the client is still there, and nothing is
+// wrong with its request; a 5xx tells it that a retry with the same key
+// is safe. (499, nginx's "client closed request", is not a standard
+// status and a client that reads it cannot tell what to do.)
+func problemRequestCanceled(retry time.Duration) *Problem {
+	return &Problem{Type: ProblemRequestCanceled, Title: "Request canceled", Status: 503, Rule: "B29", RetryAfter: retry,
+		Detail: "The request was canceled (the connection closed or a server deadline passed) before it was processed; nothing was run. Retry with the same key."}
 }

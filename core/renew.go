@@ -20,13 +20,17 @@ type renewals struct {
 	head, tail *Lease
 	timer      *time.Timer
 	after      time.Duration
+	// clock is Config.Clock: due times follow the engine's clock, as the
+	// lease's expiry does. The timer itself runs on real time, and waits
+	// at most after, so a clock moved by hand is seen within that.
+	clock Clock
 }
 
 // add queues l to be renewed after r.after.
 func (r *renewals) add(l *Lease) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l.due = time.Now().Add(r.after)
+	l.due = r.clock.Now().Add(r.after)
 	l.queued, l.prev, l.next = true, r.tail, nil
 	if r.tail != nil {
 		// The timer is set for the head, which falls due no later than l.
@@ -70,13 +74,13 @@ func (r *renewals) unlink(l *Lease) {
 func (r *renewals) fire() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := time.Now()
+	now := r.clock.Now()
 	for r.head != nil && !now.Before(r.head.due) {
 		l := r.head
 		r.unlink(l)
 		go l.renew()
 	}
 	if r.head != nil {
-		r.timer.Reset(r.head.due.Sub(now))
+		r.timer.Reset(min(r.head.due.Sub(now), r.after))
 	}
 }
