@@ -84,8 +84,11 @@ type Config struct {
 	// of an adapter's buffers, and EncodeKey must return a string of its
 	// own.
 
-	// Scope names who the key belongs to (B8). Default: the Authorization
-	// header's value, or "" without one.
+	// Scope names who the key belongs to (B8, B32). Default: the
+	// principal an auth middleware put in the request's context with
+	// WithPrincipal; without one, the Authorization header's value, or ""
+	// without one. A tracked request with an empty scope is reported once
+	// per route (outcome Unscoped).
 	Scope func(*Request) string
 	// Fingerprint hashes what the request asks for (B9). body is the body as
 	// read. Returning nil turns the mismatch check off for the request.
@@ -271,6 +274,9 @@ func (c *Config) fill() error {
 }
 
 func defaultScope(r *Request) string {
+	if p := principalOf(r.context()); p != nil {
+		return p.scope
+	}
 	if r.Header == nil {
 		return ""
 	}

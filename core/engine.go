@@ -6,11 +6,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -46,6 +48,11 @@ type Engine struct {
 	defaultKey, defaultFP bool
 	// bodies recycles the buffers request bodies are read into.
 	bodies sync.Pool
+	// unscoped holds the names of the routes reported for a tracked
+	// request with an empty scope (B32); replaced, never modified, under
+	// unscopedMu.
+	unscoped   atomic.Pointer[map[string]bool]
+	unscopedMu sync.Mutex
 	// leases recycles the Lease that Begin prepares for a keyed request
 	// and does not hand out (a replay, a conflict), when nothing can hold
 	// on to its storage key or fingerprint (see recycle).
@@ -60,6 +67,7 @@ func renderFixedProblems(cfg *Config) map[string]*Response {
 		problemInFlight(cfg.InFlightStatus, inFlightRetryAfter), problemNotReplayable(),
 		problemTooLarge(cfg.MaxRequestBody), problemBodyUnreadable(),
 		problemStoreUnavailable(storeRetryAfter), problemRequestCanceled(storeRetryAfter),
+		problemStoreFull(storeRetryAfter), problemScopeQuota(storeRetryAfter),
 	}
 	rendered := make(map[string]*Response, len(fixed))
 	for _, p := range fixed {
@@ -249,8 +257,14 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 	// storage key and fingerprint are written into its arrays, so a first
 	// request allocates nothing else for them.
 	l := e.prepareLease()
-	storageKey, fp := e.keyAndFingerprint(l, r, key, body)
+	scope := e.cfg.Scope(r)
+	if scope == "" {
+		e.reportUnscoped(ctx, ev)
+	}
+	storageKey, fp := e.keyAndFingerprint(l, r, scope, key, body)
 	ev.KeyID, ev.Op = keyID(storageKey), OpAcquire
+	// The store sees a hash of the scope, never the scope (B30).
+	l.sctx = scopeCtx{Context: ctx, hash: maphash.String(scopeSeed, scope)}
 	store := route.Store
 	token := e.tokens.token()
 	defer e.recycle(l, store)
@@ -267,7 +281,7 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 		// call starts: renewals are bounded by that end (B34).
 		began := e.cfg.Clock.Now()
 		start := e.storeStart()
-		rec, found, slot, err := e.acquire(ctx, store, storageKey, token, fp)
+		rec, found, slot, err := e.acquire(&l.sctx, store, storageKey, token, fp)
 		e.storeDone(ctx, OpAcquire, store, &ev, start, err)
 		if err != nil && ctx.Err() != nil {
 			// The store call failed because the request's own context is
@@ -277,6 +291,15 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 			// key if it did, and changes nothing if it did not.
 			e.releaseUncertain(ctx, store, storageKey, token, &ev)
 			return e.clientGone(ctx, ev, err)
+		}
+		if err != nil && (errors.Is(err, ErrStoreFull) || errors.Is(err, ErrScopeFull)) {
+			// A bounded store refuses new keys rather than forget
+			// records (B30). Not an outage: never an untracked run.
+			ev.Outcome, ev.Err = StoreFull, err
+			if errors.Is(err, ErrScopeFull) {
+				return e.problem(ctx, ev, problemScopeQuota(storeRetryAfter))
+			}
+			return e.problem(ctx, ev, problemStoreFull(storeRetryAfter))
 		}
 		if err != nil {
 			ev.Err = err
@@ -484,6 +507,39 @@ func (e *Engine) storeContext(ctx context.Context, store Store) (context.Context
 	return context.WithTimeout(ctx, e.cfg.StoreTimeout)
 }
 
+// maxUnscopedRoutes bounds how many routes the engine remembers having
+// reported for an empty scope, should route names be unbounded.
+const maxUnscopedRoutes = 1024
+
+// reportUnscoped reports, once per route, that a tracked request of the
+// route has an empty scope (B32): every client of the route then shares
+// one key space.
+func (e *Engine) reportUnscoped(ctx context.Context, ev Event) {
+	if seen := e.unscoped.Load(); seen != nil && ((*seen)[ev.Route] || len(*seen) >= maxUnscopedRoutes) {
+		return
+	}
+	e.unscopedMu.Lock()
+	seen := e.unscoped.Load()
+	if seen != nil && ((*seen)[ev.Route] || len(*seen) >= maxUnscopedRoutes) {
+		e.unscopedMu.Unlock()
+		return
+	}
+	next := make(map[string]bool, 1)
+	if seen != nil {
+		for k := range *seen {
+			next[k] = true
+		}
+	}
+	next[ev.Route] = true
+	e.unscoped.Store(&next)
+	e.unscopedMu.Unlock()
+	ev.Outcome = Unscoped
+	ev.Err = errUnscoped
+	e.report(ctx, ev)
+}
+
+var errUnscoped = errors.New("idem: a tracked request has an empty scope, so all its clients share one key space: hand the engine the authenticated principal with idem.WithPrincipal, or set Config.Scope")
+
 // clientGone answers a request whose context ended before it held a
 // lease (B29). Nobody may read the answer; if someone does (a server-side
 // deadline rather than a disconnect), it says that nothing ran and that a
@@ -670,6 +726,9 @@ type Lease struct {
 
 	// slot is where the memory store put the in-flight record.
 	slot int32
+	// sctx is the context the store calls of Begin get: the request's
+	// with the scope's hash (B30).
+	sctx scopeCtx
 
 	// keyText and fpSum hold the default storage key and fingerprint.
 	keyText [storageKeyLen]byte
@@ -691,15 +750,15 @@ func (e *Engine) prepareLease() *Lease {
 
 // keyAndFingerprint derives the storage key of key and the fingerprint of
 // r with body, the defaults into l's arrays.
-func (e *Engine) keyAndFingerprint(l *Lease, r *Request, key string, body []byte) (string, []byte) {
+func (e *Engine) keyAndFingerprint(l *Lease, r *Request, scope, key string, body []byte) (string, []byte) {
 	var storageKey string
 	if e.defaultKey {
-		encodeKey(&l.keyText, e.cfg.Scope(r), key)
+		encodeKey(&l.keyText, scope, key)
 		// l.keyText is never written again: the lease is recycled only
 		// when nothing kept the string (see recycle).
 		storageKey = unsafe.String(&l.keyText[0], len(l.keyText))
 	} else {
-		storageKey = e.cfg.EncodeKey(e.cfg.Scope(r), key)
+		storageKey = e.cfg.EncodeKey(scope, key)
 	}
 	if e.defaultFP {
 		fingerprint(&l.fpSum, r, body)
@@ -734,7 +793,7 @@ func (e *Engine) recycle(l *Lease, store Store) {
 	if _, ok := store.(*MemoryStore); !ok {
 		return
 	}
-	l.keyText, l.fpSum = [storageKeyLen]byte{}, [sha256.Size]byte{}
+	l.keyText, l.fpSum, l.sctx = [storageKeyLen]byte{}, [sha256.Size]byte{}, scopeCtx{}
 	e.leases.Put(l)
 }
 

@@ -60,14 +60,28 @@ func (f *fixture) outcomes() []idem.Outcome {
 	return out
 }
 
+func (f *fixture) eventsWith(o idem.Outcome) []idem.Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []idem.Event
+	for _, ev := range f.events {
+		if ev.Outcome == o {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
 func (f *fixture) records() int {
 	n, _ := f.store.Stats()
 	return n
 }
 
-// req builds a POST /orders request with the given key ("" for none) and body.
+// req builds a POST /orders request with the given key ("" for none) and
+// body, from one client: its Authorization scopes its keys (B8), so that
+// no test but those of B32 meets the empty scope and its report.
 func req(key, body string) *idem.Request {
-	h := http.Header{}
+	h := http.Header{"Authorization": {"Bearer test-client"}}
 	if key != "" {
 		h.Set("Idempotency-Key", key)
 	}
@@ -306,8 +320,9 @@ func TestEngine(t *testing.T) {
 		var n atomic.Int64
 		for _, auth := range []string{"Bearer alice", "Bearer bob", ""} {
 			r := req("shared", "{}")
-			if auth != "" {
-				r.Header.(http.Header).Set("Authorization", auth)
+			r.Header.(http.Header).Set("Authorization", auth)
+			if auth == "" {
+				r.Header.(http.Header).Del("Authorization")
 			}
 			if got := f.serve(r, created(&n)); !got.ran {
 				t.Fatalf("scope %q was answered from another scope's record: %+v", auth, got)

@@ -2,7 +2,10 @@ package idem_test
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -64,7 +67,7 @@ func TestHardening(t *testing.T) {
 		mem := idem.NewMemoryStore(idem.MemoryOptions{})
 		t.Cleanup(func() { _ = mem.Close() })
 		store := &slowAcquire{Store: mem, entered: make(chan struct{}, 1)}
-		rec := &conformanceEvents{}
+		rec := &eventLog{}
 		eng, err := idem.New(idem.Config{Store: store, FailOpen: true, Observer: rec})
 		if err != nil {
 			t.Fatal(err)
@@ -82,6 +85,167 @@ func TestHardening(t *testing.T) {
 		}
 		if store.releases.Load() != 1 {
 			t.Fatalf("%d releases; the Acquire cut off may have taken effect, so the key must be released once", store.releases.Load())
+		}
+	})
+
+	t.Run("B30_a_flood_of_new_keys_never_evicts_other_scopes_records", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("sends 200,000 requests; skipped with -short")
+		}
+		// The default engine and memory store; one scope sends 200,000
+		// new keys after ten others completed a request each.
+		eng, err := idem.New(idem.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = eng.Close() })
+		scoped := func(scope, key string) *idem.Request {
+			r := req(key, "{}")
+			r.Header.(http.Header).Set("Authorization", scope)
+			return r
+		}
+		var runs atomic.Int64
+		serve := func(r *idem.Request) idem.Decision {
+			d := eng.Begin(r)
+			if d.Action == idem.Run {
+				runs.Add(1)
+				_ = d.Lease.Complete(idem.Recorded{Status: 201, Body: []byte(`{"id":1}`)})
+			}
+			return d
+		}
+		const victims, flood = 10, 200_000
+		for i := range victims {
+			if d := serve(scoped(fmt.Sprint("victim-", i), "order-1")); d.Action != idem.Run {
+				t.Fatalf("victim %d: %v", i, d.Action)
+			}
+		}
+		refused := map[int]int{}
+		for i := range flood {
+			d := serve(scoped("flooder", fmt.Sprint("flood-", i)))
+			if d.Action == idem.Respond {
+				refused[d.Response.Status]++
+			}
+		}
+		t.Logf("flood of %d new keys from one scope: %d ran, refused by status %v", flood, int(runs.Load())-victims, refused)
+		if refused[429] == 0 {
+			t.Errorf("the flooding scope was never refused with 429 (refused: %v)", refused)
+		}
+		before := runs.Load()
+		for i := range victims {
+			d := serve(scoped(fmt.Sprint("victim-", i), "order-1"))
+			if d.Action != idem.Respond || !d.Replayed {
+				t.Errorf("victim %d's retry after the flood: %v %+v; want its replay", i, d.Action, d.Response)
+			}
+		}
+		if runs.Load() != before {
+			t.Fatalf("%d victim retries ran the handler a second time", runs.Load()-before)
+		}
+		// The flooder was refused first: the other scopes still get new keys.
+		for i := range victims {
+			if d := serve(scoped(fmt.Sprint("victim-", i), "order-2")); d.Action != idem.Run {
+				t.Errorf("victim %d's new key after the flood: %v %+v; want it to run", i, d.Action, d.Response)
+			}
+		}
+	})
+
+	t.Run("B30_a_full_store_refuses_new_keys_and_keeps_its_records", func(t *testing.T) {
+		f := newFixture(t, nil)
+		small := idem.NewMemoryStore(idem.MemoryOptions{MaxEntries: 8, Shards: 1, Clock: f.clock, SweepInterval: -1})
+		t.Cleanup(func() { _ = small.Close() })
+		route := func(key string) *idem.Request {
+			r := req(key, "{}")
+			r.Route.Store = small
+			return r
+		}
+		var n atomic.Int64
+		for i := range 8 {
+			if got := f.serve(route(fmt.Sprint("k", i)), created(&n)); !got.ran {
+				t.Fatalf("k%d: %+v", i, got)
+			}
+		}
+		got := f.serve(route("one-more"), created(&n))
+		mustProblem(t, got, 503, idem.ProblemStoreFull)
+		if headerValue(f.eng.RenderProblem(got.problem).Header, "Retry-After") == "" {
+			t.Fatal("store full without Retry-After")
+		}
+		for i := range 8 {
+			if got := f.serve(route(fmt.Sprint("k", i)), created(&n)); got.ran || got.header.Get(idem.ReplayedHeader) != "true" {
+				t.Fatalf("k%d after the store filled: %+v; want its replay", i, got)
+			}
+		}
+		if !contains(f.outcomes(), idem.StoreFull) {
+			t.Fatalf("no store-full event in %v", f.outcomes())
+		}
+		// When records expire, new keys are taken again.
+		f.clock.Advance(idem.DefaultRetention)
+		if got := f.serve(route("one-more"), created(&n)); !got.ran {
+			t.Fatalf("after the records expired: %+v", got)
+		}
+	})
+
+	t.Run("B32_the_principal_scopes_keys", func(t *testing.T) {
+		f := newFixture(t, nil)
+		as := func(principal, authorization string) *idem.Request {
+			r := req("order-1", `{"sku":"MUG"}`)
+			r.Context = idem.WithPrincipal(context.Background(), principal)
+			r.Header.(http.Header).Del("Authorization")
+			if authorization != "" {
+				r.Header.(http.Header).Set("Authorization", authorization)
+			}
+			return r
+		}
+		var n atomic.Int64
+		a := f.serve(as("client-a", ""), created(&n))
+		// Client B, authenticated by something other than Authorization
+		// (a cookie, X-Api-Key), sends the same key and body.
+		b := f.serve(as("client-b", ""), created(&n))
+		if !b.ran || b.header.Get(idem.ReplayedHeader) != "" {
+			t.Fatalf("client B got client A's record: %+v", b)
+		}
+		// Client A refreshed its token between retries: still its key.
+		retry := f.serve(as("client-a", "Bearer refreshed-token"), created(&n))
+		if retry.ran || retry.body != a.body {
+			t.Fatalf("client A's retry with a refreshed token: %+v; want the replay of %q", retry, a.body)
+		}
+		// A client cannot name a principal's scope through Authorization.
+		forged := req("order-1", `{"sku":"MUG"}`)
+		forged.Header.(http.Header).Set("Authorization", "client-a")
+		if got := f.serve(forged, created(&n)); !got.ran {
+			t.Fatalf("Authorization: client-a reached the principal's record: %+v", got)
+		}
+		if p, ok := idem.PrincipalFrom(idem.WithPrincipal(context.Background(), "client-a")); !ok || p != "client-a" {
+			t.Fatalf("PrincipalFrom = %q, %v", p, ok)
+		}
+	})
+
+	t.Run("B32_an_empty_scope_is_reported_once_per_route", func(t *testing.T) {
+		var logs strings.Builder
+		var mu sync.Mutex
+		f := newFixture(t, func(c *idem.Config) {
+			c.Logger = slog.New(slog.NewTextHandler(lockedBuilder{&logs, &mu}, nil))
+		})
+		var n atomic.Int64
+		for i, name := range []string{"orders", "orders", "payments", "orders"} {
+			r := req(fmt.Sprint("k", i), "{}")
+			r.Header.(http.Header).Del("Authorization") // a cookie, say: no scope
+			r.Route.Name = name
+			f.serve(r, created(&n))
+		}
+		scoped := req("k9", "{}")
+		scoped.Route.Name = "refunds"
+		scoped.Header.(http.Header).Set("Authorization", "Bearer t")
+		f.serve(scoped, created(&n))
+		var routes []string
+		for _, ev := range f.eventsWith(idem.Unscoped) {
+			routes = append(routes, ev.Route)
+		}
+		if strings.Join(routes, ",") != "orders,payments" {
+			t.Fatalf("unscoped reports for routes %v, want orders and payments once each", routes)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if strings.Count(logs.String(), "outcome=unscoped") != 2 || !strings.Contains(logs.String(), "level=WARN") {
+			t.Fatalf("want two WARN lines for the unscoped routes:\n%s", logs.String())
 		}
 	})
 
@@ -143,7 +307,7 @@ func TestHardening(t *testing.T) {
 			"huge fingerprint":  {State: idem.Completed, Status: 200, Fingerprint: make([]byte, 1<<20)},
 		} {
 			t.Run(strings.ReplaceAll(name, " ", "_"), func(t *testing.T) {
-				var events conformanceEvents
+				var events eventLog
 				eng, err := idem.New(idem.Config{Store: fixedRecord{rec}, FailOpen: true, Fingerprint: idem.NoFingerprint, Observer: &events})
 				if err != nil {
 					t.Fatal(err)
@@ -327,24 +491,39 @@ func (s *hangOnce) Renew(ctx context.Context, key string, token idem.Token, leas
 	return s.Store.Renew(ctx, key, token, lease)
 }
 
-// conformanceEvents keeps the engine's events.
-type conformanceEvents struct {
+// eventLog keeps the engine's events.
+type eventLog struct {
 	mu     sync.Mutex
 	events []idem.Event
 }
 
-func (c *conformanceEvents) Observe(_ context.Context, ev idem.Event) {
+func (c *eventLog) Observe(_ context.Context, ev idem.Event) {
 	c.mu.Lock()
 	c.events = append(c.events, ev)
 	c.mu.Unlock()
 }
 
-func (c *conformanceEvents) outcomes() []idem.Outcome {
+// outcomes returns the decisions reported, without the Unscoped notices.
+func (c *eventLog) outcomes() []idem.Outcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]idem.Outcome, len(c.events))
-	for i, ev := range c.events {
-		out[i] = ev.Outcome
+	var out []idem.Outcome
+	for _, ev := range c.events {
+		if ev.Outcome != idem.Unscoped {
+			out = append(out, ev.Outcome)
+		}
 	}
 	return out
+}
+
+// lockedBuilder serializes writes to b under mu.
+type lockedBuilder struct {
+	b  *strings.Builder
+	mu *sync.Mutex
+}
+
+func (l lockedBuilder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
 }

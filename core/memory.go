@@ -20,16 +20,29 @@ const (
 	DefaultMemorySweepInterval = time.Minute
 )
 
-// ErrStoreFull is returned by MemoryStore.Acquire when a new record would
-// exceed the store's limits and only in-flight records could make room.
-var ErrStoreFull = errors.New("idem: memory store full of in-flight records")
+// ErrStoreFull is returned, possibly wrapped, by a bounded store's Acquire
+// when a new record would exceed the store's limits: the store refuses new
+// keys rather than forget a record that may still be retried (B30). The
+// engine answers 503 with Retry-After, also in fail-open mode.
+var ErrStoreFull = errors.New("idem: store full: new keys are refused until records expire")
+
+// ErrScopeFull is returned, possibly wrapped, by a bounded store's Acquire
+// when the store is under pressure and the key's scope holds more than its
+// share of it, so that a scope flooding the store is refused before the
+// others (B30). The engine answers 429 with Retry-After.
+var ErrScopeFull = errors.New("idem: store under pressure: this scope holds more than its share")
 
 // MemoryOptions configures a MemoryStore. Zero fields mean the defaults.
 type MemoryOptions struct {
-	// MaxEntries bounds the number of records. Default: 100,000.
+	// MaxEntries bounds the number of records; past it new keys are
+	// refused with ErrStoreFull until records expire (B30). Size it for
+	// the keyed requests of one retention time (Config.Retention), with
+	// room to spare: each shard holds MaxEntries/Shards. Default: 100,000.
 	MaxEntries int
 	// MaxBytes bounds the bytes of keys, fingerprints, headers and bodies
-	// held, plus a fixed overhead per record. Default: 256 MiB.
+	// held, plus a fixed overhead per record; a new key must leave an
+	// eighth of it free for the responses of requests in flight.
+	// Default: 256 MiB.
 	MaxBytes int64
 	// Shards is the number of independently locked parts. Default: 64.
 	Shards int
@@ -46,11 +59,18 @@ type MemoryOptions struct {
 const entryOverhead = 160
 
 // MemoryStore is the in-memory Store, the engine's embedded default. It is
-// sharded for concurrent use, expires records by time, and stays within its
-// entry and byte limits by evicting the oldest completed records; it never
-// evicts an in-flight record. Records do not survive the process, and are
-// not shared between processes: use a shared store for more than one
-// replica.
+// sharded for concurrent use and expires records by time. It stays within
+// its entry and byte limits by refusing new keys, never by evicting a live
+// record (B30): when a shard is full, Acquire fails with ErrStoreFull. When
+// the store is at least half full (by entries or bytes), a new key from a
+// scope that holds more than the average scope does fails with
+// ErrScopeFull, so a scope that floods the store is refused first and the
+// others keep their room. Records do not survive the process, and are not
+// shared between processes: use a shared store for more than one replica.
+//
+// The scope of a key is known when the engine calls the store: the engine
+// passes a hash of it (never the scope itself) along with the request's
+// context. Calls from elsewhere count as one scope.
 //
 // Each record is kept as one byte slice (key, fingerprint, header fields,
 // body) and a fixed-size slot without pointers, so a store holding many
@@ -61,6 +81,8 @@ type MemoryStore struct {
 	clock      Clock
 	maxEntries int
 	maxBytes   int64
+	// use counts records and bytes per scope (B30).
+	use *scopeUse
 
 	closeOnce sync.Once
 	stop      chan struct{}
@@ -89,8 +111,8 @@ type memShardState struct {
 	free  int32 // first free slot, linked through next
 	count int
 	bytes int64
-	// Completed slots, oldest first: the eviction order.
-	head, tail int32
+	// use is the store's per-scope count.
+	use *scopeUse
 	// expiryFloor is at most the earliest expiry of any record in the
 	// shard: before it, no record can have expired, so a shard full of
 	// in-flight records answers ErrStoreFull without scanning its slots
@@ -104,23 +126,22 @@ type memShardState struct {
 // in this order: key, fingerprint, header fields (each name and value
 // preceded by its length as a uvarint), body.
 type memSlot struct {
-	hash    uint64
-	expires int64 // Unix nanoseconds
-	size    int64 // counted against MaxBytes
-	token   Token
-	status  int32
-	keyLen  int32
-	fpLen   int32
-	hdrLen  int32 // bytes of the encoded header fields
-	hdrN    int32 // number of header fields
-	// prev and next link the eviction list; next also links free slots.
-	prev, next int32
-	chain      int32 // next slot whose key has the same hash
-	state      State // 0: free
-	fpNil      bool
-	bodyNil    bool
-	notReplay  bool
-	listed     bool
+	hash      uint64
+	expires   int64 // Unix nanoseconds
+	size      int64 // counted against MaxBytes
+	token     Token
+	scope     uint64 // hash of the scope that made the record (B30)
+	status    int32
+	keyLen    int32
+	fpLen     int32
+	hdrLen    int32 // bytes of the encoded header fields
+	hdrN      int32 // number of header fields
+	next      int32 // next free slot
+	chain     int32 // next slot whose key has the same hash
+	state     State // 0: free
+	fpNil     bool
+	bodyNil   bool
+	notReplay bool
 }
 
 // NewMemoryStore returns a MemoryStore. Call Close to stop its janitor.
@@ -147,13 +168,17 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 		clock:      opts.Clock,
 		maxEntries: opts.MaxEntries / opts.Shards,
 		maxBytes:   opts.MaxBytes / int64(opts.Shards),
+		use:        newScopeUse(),
 		stop:       make(chan struct{}),
 		stopped:    make(chan struct{}),
 	}
+	m.use.maxEntries = int64(m.maxEntries) * int64(opts.Shards)
+	m.use.maxBytes = m.maxBytes * int64(opts.Shards)
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.index = make(map[uint64]int32)
-		s.free, s.head, s.tail = noSlot, noSlot, noSlot
+		s.free = noSlot
+		s.use = m.use
 	}
 	if opts.SweepInterval > 0 {
 		go m.janitor(opts.SweepInterval)
@@ -260,6 +285,7 @@ func (m *MemoryStore) acquire(ctx context.Context, key string, token Token, fing
 		return Record{}, false, noSlot, err
 	}
 	h, s := m.locate(key)
+	scope := scopeOf(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := m.now()
@@ -270,13 +296,19 @@ func (m *MemoryStore) acquire(ctx context.Context, key string, token Token, fing
 		s.remove(i)
 	}
 	size := recordSize(len(key), len(fingerprint), nil, 0)
-	if !s.makeRoom(m, 1, size, now) {
+	// A new key must leave an eighth of the bytes free, for the responses
+	// of the requests already in flight to be recorded (a response that
+	// does not fit is kept as not replayable: 410 on retry).
+	if !s.makeRoom(m, 1, size+m.maxBytes/8, now) {
 		return Record{}, false, noSlot, ErrStoreFull
+	}
+	if !m.use.admits(scope) {
+		return Record{}, false, noSlot, ErrScopeFull
 	}
 	blob := make([]byte, 0, len(key)+len(fingerprint))
 	blob = append(append(blob, key...), fingerprint...)
 	slot = s.insert(h, blob, memSlot{
-		state: InFlight, token: token, expires: after(now, lease), size: size,
+		state: InFlight, token: token, scope: scope, expires: after(now, lease), size: size,
 		keyLen: int32(len(key)), fpLen: int32(len(fingerprint)), fpNil: fingerprint == nil, bodyNil: true,
 	})
 	return Record{}, false, slot, nil
@@ -303,6 +335,7 @@ func (m *MemoryStore) complete(ctx context.Context, key string, token Token, rec
 		s.bytes -= sl.size
 		notReplay := rec.NotReplayable
 		if !s.makeRoom(m, 0, size, now) {
+			// No live record is evicted to make room (B30).
 			// Even alone the response does not fit: keep the outcome,
 			// drop the response, so a retry gets 410 and never a second
 			// execution.
@@ -311,6 +344,7 @@ func (m *MemoryStore) complete(ctx context.Context, key string, token Token, rec
 		}
 		// makeRoom never removes slot i (it is in flight and not
 		// expired), and removals move no slot.
+		s.use.add(sl.scope, 0, size-sl.size)
 		old := s.blobs[i]
 		keep := len(key) + int(sl.fpLen)
 		blob := make([]byte, 0, keep+hdrLen+len(body))
@@ -325,7 +359,6 @@ func (m *MemoryStore) complete(ctx context.Context, key string, token Token, rec
 		sl.status, sl.notReplay = int32(rec.Status), notReplay
 		sl.hdrLen, sl.hdrN, sl.bodyNil = int32(hdrLen), int32(len(header)), body == nil
 		s.bytes += size
-		s.pushBack(i)
 	})
 }
 
@@ -472,7 +505,7 @@ func (s *memShard) insert(h uint64, blob []byte, sl memSlot) int32 {
 	} else {
 		s.free = s.slots[i].next
 	}
-	sl.hash, sl.prev, sl.next, sl.chain = h, noSlot, noSlot, noSlot
+	sl.hash, sl.next, sl.chain = h, noSlot, noSlot
 	if first, ok := s.index[h]; ok {
 		sl.chain = first
 	}
@@ -480,13 +513,13 @@ func (s *memShard) insert(h uint64, blob []byte, sl memSlot) int32 {
 	s.index[h] = i
 	s.count++
 	s.bytes += sl.size
+	s.use.add(sl.scope, 1, sl.size)
 	s.lowerFloor(sl.expires)
 	return i
 }
 
 // remove deletes the record in slot i and frees the slot.
 func (s *memShard) remove(i int32) {
-	s.unlink(i)
 	sl := &s.slots[i]
 	if first := s.index[sl.hash]; first == i {
 		if sl.chain == noSlot {
@@ -504,24 +537,20 @@ func (s *memShard) remove(i int32) {
 	}
 	s.count--
 	s.bytes -= sl.size
+	s.use.add(sl.scope, -1, -sl.size)
 	*sl = memSlot{next: s.free}
 	s.blobs[i] = nil
 	s.free = i
 }
 
-// makeRoom evicts the oldest completed records, then expired in-flight
-// ones, until added more records and size more bytes fit. The record being
-// completed is not listed, so it is never evicted for itself.
+// makeRoom removes expired records until added more records and size
+// more bytes fit; it never removes a live record (B30), so the record
+// being completed, which is live, stays.
 func (s *memShard) makeRoom(m *MemoryStore, added int, size int64, now int64) bool {
 	for s.count+added > m.maxEntries || s.bytes+size > m.maxBytes {
-		if s.head == noSlot {
-			// Only in-flight records are left; an expired one may still go.
-			if !s.dropExpired(now) {
-				return false
-			}
-			continue
+		if !s.dropExpired(now) {
+			return false
 		}
-		s.remove(s.head)
 	}
 	return true
 }
@@ -548,33 +577,3 @@ func (s *memShard) dropExpired(now int64) bool {
 
 // lowerFloor keeps expiryFloor a bound below a record that expires at t.
 func (s *memShard) lowerFloor(t int64) { s.expiryFloor = min(s.expiryFloor, t) }
-
-func (s *memShard) pushBack(i int32) {
-	s.unlink(i)
-	sl := &s.slots[i]
-	sl.prev, sl.next, sl.listed = s.tail, noSlot, true
-	if s.tail != noSlot {
-		s.slots[s.tail].next = i
-	} else {
-		s.head = i
-	}
-	s.tail = i
-}
-
-func (s *memShard) unlink(i int32) {
-	sl := &s.slots[i]
-	if !sl.listed {
-		return
-	}
-	if sl.prev != noSlot {
-		s.slots[sl.prev].next = sl.next
-	} else {
-		s.head = sl.next
-	}
-	if sl.next != noSlot {
-		s.slots[sl.next].prev = sl.prev
-	} else {
-		s.tail = sl.prev
-	}
-	sl.prev, sl.next, sl.listed = noSlot, noSlot, false
-}

@@ -21,6 +21,7 @@ const (
 	ProblemRequestBody      = ProblemBase + "request-body"      // B21
 	ProblemStoreUnavailable = ProblemBase + "store-unavailable" // B22, B33
 	ProblemRequestCanceled  = ProblemBase + "request-canceled"  // B29
+	ProblemStoreFull        = ProblemBase + "store-full"        // B30
 	ProblemScopeQuota       = ProblemBase + "scope-quota"       // B30
 )
 
@@ -116,4 +117,19 @@ func problemStoreUnavailable(retry time.Duration) *Problem {
 func problemRequestCanceled(retry time.Duration) *Problem {
 	return &Problem{Type: ProblemRequestCanceled, Title: "Request canceled", Status: 503, Rule: "B29", RetryAfter: retry,
 		Detail: "The request was canceled (the connection closed or a server deadline passed) before it was processed; nothing was run. Retry with the same key."}
+}
+
+// problemStoreFull answers a new key that a bounded store refused because
+// it is full (B30): the store keeps every record until its retention ends
+// rather than forget one that may be retried.
+func problemStoreFull(retry time.Duration) *Problem {
+	return &Problem{Type: ProblemStoreFull, Title: "Idempotency store full", Status: 503, Rule: "B30", RetryAfter: retry,
+		Detail: "The request was not processed because the idempotency store cannot take new keys right now. Retry with the same key after the time given in Retry-After."}
+}
+
+// problemScopeQuota answers a new key from a scope that holds more than
+// its share of a bounded store under pressure (B30).
+func problemScopeQuota(retry time.Duration) *Problem {
+	return &Problem{Type: ProblemScopeQuota, Title: "Too many idempotency keys", Status: 429, Rule: "B30", RetryAfter: retry,
+		Detail: "The request was not processed because this client holds more than its share of the idempotency store. Retry with the same key after the time given in Retry-After, and reuse keys only for retries."}
 }

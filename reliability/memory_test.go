@@ -18,8 +18,9 @@ import (
 // far more distinct keys and bytes than its limits allow, never holds more
 // records or bytes than configured (sampled with Stats while the flood
 // runs), keeps the process heap near its byte limit (runtime.MemStats), and
-// evicts only completed records: requests held in flight through the flood
-// still own their keys afterwards.
+// refuses new keys once full (503 store-full) instead of evicting anything
+// (B30): requests held in flight through the flood still own their keys
+// afterwards, and every key that ran during the flood is still replayed.
 func TestBoundedMemory(t *testing.T) {
 	const (
 		maxEntries = 512
@@ -85,6 +86,7 @@ func TestBoundedMemory(t *testing.T) {
 		}
 	}()
 	var next atomic.Int64
+	var refused atomic.Int64
 	var wg sync.WaitGroup
 	for range 16 {
 		wg.Go(func() {
@@ -97,6 +99,10 @@ func TestBoundedMemory(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 				a, err := post(ctx, client, base, key, []byte(key), "X-Reply-Size", strconv.Itoa(replySize))
 				cancel()
+				if err == nil && a.Status == http.StatusServiceUnavailable && a.problemType() == idem.ProblemStoreFull {
+					refused.Add(1)
+					continue
+				}
 				if err != nil || a.Status != http.StatusCreated {
 					t.Errorf("flood %s: %v %v", key, a, err)
 					return
@@ -114,8 +120,11 @@ func TestBoundedMemory(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	growth := int64(after.HeapAlloc) - int64(before.HeapAlloc)
 	records, stored := store.Stats()
-	t.Logf("flood of %d keys × %d B: at most %d records and %d bytes counted (limits %d, %d); now %d records, %d bytes; heap grew %d KiB",
-		flood, replySize, maxRecords.Load(), maxStored.Load(), maxEntries, maxBytes, records, stored, growth>>10)
+	t.Logf("flood of %d keys × %d B: %d refused as store-full; at most %d records and %d bytes counted (limits %d, %d); now %d records, %d bytes; heap grew %d KiB",
+		flood, replySize, refused.Load(), maxRecords.Load(), maxStored.Load(), maxEntries, maxBytes, records, stored, growth>>10)
+	if refused.Load() == 0 {
+		t.Errorf("no key of the flood was refused: the limits did not bind")
+	}
 	if maxRecords.Load() > maxEntries || maxStored.Load() > maxBytes {
 		t.Errorf("the store went over its limits: %d records, %d bytes", maxRecords.Load(), maxStored.Load())
 	}
@@ -126,8 +135,8 @@ func TestBoundedMemory(t *testing.T) {
 		t.Errorf("the heap grew by %d KiB during the flood, more than four times the store's %d KiB", growth>>10, maxBytes>>10)
 	}
 
-	// Eviction took completed records only: the held requests still own
-	// their keys, and their retries meet them in flight.
+	// Nothing was evicted: the held requests still own their keys, and
+	// their retries meet them in flight.
 	for i := range held {
 		key := fmt.Sprintf("held-%d", i)
 		if a := mustPost(t, client, base, key, []byte(key)); a.Status != http.StatusConflict {
@@ -146,9 +155,26 @@ func TestBoundedMemory(t *testing.T) {
 			t.Errorf("%s completed: retry %v with %d executions, want a replay of one", key, a, ex.of(key))
 		}
 	}
-	// The most recent completed records are kept and replayed.
-	last := "flood-" + strconv.Itoa(flood)
-	if a := mustPost(t, client, base, last, []byte(last), "X-Reply-Size", strconv.Itoa(replySize)); !a.replayed() {
-		t.Errorf("the newest record was not kept: %v", a)
+	// Every key of the flood ran at most once, and each one that ran is
+	// still replayed: a full store refuses, it does not forget (B30).
+	var replays, gone int
+	for n := 1; n <= flood; n += 7 {
+		key := "flood-" + strconv.Itoa(n)
+		a := mustPost(t, client, base, key, []byte(key), "X-Reply-Size", strconv.Itoa(replySize))
+		switch ran := ex.of(key); {
+		case ran > 1:
+			t.Fatalf("%s ran %d times", key, ran)
+		case ran == 1 && a.replayed():
+			replays++
+		case ran == 1 && a.problemType() == idem.ProblemNotReplayable:
+			// Its response did not fit: kept as not replayable (B19).
+			gone++
+		case ran == 1:
+			t.Fatalf("%s ran during the flood but its retry was neither replayed nor refused as not replayable: %v", key, a)
+		}
+	}
+	t.Logf("retries of keys that ran during the flood: %d replayed, %d not replayable", replays, gone)
+	if gone > replays/10 {
+		t.Errorf("%d of the %d keys that ran lost their response: the store keeps too little room for completions", gone, gone+replays)
 	}
 }
