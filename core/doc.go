@@ -15,6 +15,10 @@
 // PostgreSQL). The Store contract is written as observable behaviour and
 // checked by the storetest package of the conformance module.
 //
-// The engine implements the behaviour contract B1–B28 of the project; the
-// comments name the rule each piece serves.
+// The scope of a key (whose key it is) is by default the principal an auth
+// middleware hands over with [WithPrincipal], else the Authorization
+// header (B32).
+//
+// The engine implements the behaviour contract of the project (B1–B34);
+// the comments name the rule each piece serves.
 package idem

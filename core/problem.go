@@ -92,6 +92,13 @@ func problemNotReplayable() *Problem {
 		Detail: "The request with this idempotency key was already processed, but its response was too large or streamed and was not stored. It will not be run again; use a new key to start a new operation."}
 }
 
+// NewTooLargeProblem returns the problem the engine answers a request body
+// over limit bytes with (413, B21). An adapter whose framework refuses an
+// oversized body before the engine sees it (Fiber's BodyLimit) renders it
+// with Engine.RenderProblem, so that every 413 is the same problem
+// document (B25).
+func NewTooLargeProblem(limit int64) *Problem { return problemTooLarge(limit) }
+
 func problemTooLarge(limit int64) *Problem {
 	return &Problem{Type: ProblemRequestTooLarge, Title: "Request body too large", Status: 413, Rule: "B21",
 		Detail: "Requests with an idempotency key may carry at most " + strconv.FormatInt(limit, 10) + " bytes of body."}

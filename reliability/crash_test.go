@@ -61,7 +61,11 @@ func childMain() int {
 			return fail(err)
 		}
 		opts.ContextTimeoutEnabled = true
-		store = idemredis.New(redis.NewClient(opts), idemredis.Options{KeyPrefix: os.Getenv(childNSEnv)})
+		s, err := idemredis.New(ctx, redis.NewClient(opts), idemredis.Options{KeyPrefix: os.Getenv(childNSEnv)})
+		if err != nil {
+			return fail(err)
+		}
+		store = s
 	case "postgres":
 		pool, err := pgxpool.New(ctx, os.Getenv(childURLEnv))
 		if err != nil {

@@ -27,8 +27,13 @@
 //   - Isolation (B8, B20, B28): keys never cross scopes; Set-Cookie and other
 //     headers off the allowlist are never replayed; no raw key and no body
 //     reaches a store's key names or values or the log output.
-//   - Bounded memory: the memory store under a flood of distinct keys stays
-//     within its entry and byte limits, evicting only completed records.
+//   - Bounded memory (B30, B31): the memory store under a flood of distinct
+//     keys stays within its entry and byte limits by refusing new keys,
+//     never by evicting a record; idle connections declaring large bodies
+//     hold memory for the bytes they sent only.
+//   - Client disconnects (B29): copies of a completed request whose
+//     connections close at once never run the handler again, on Redis in
+//     fail-open mode.
 //
 // Run them with the rest of the workspace:
 //

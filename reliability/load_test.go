@@ -50,7 +50,8 @@ type loadResult struct {
 
 func runLoad(t *testing.T, ad adapter, store idem.Store, dups int) {
 	ex := newExecutions()
-	engine := newEngine(t, idem.Config{Store: store, StoreTimeout: 10 * time.Second})
+	// The longest StoreTimeout the default lease allows (B34).
+	engine := newEngine(t, idem.Config{Store: store, StoreTimeout: idem.DefaultLeaseTime / idem.MaxStoreTimeoutShare})
 	// The handler holds each request a little, so that duplicates meet it
 	// in flight as well as completed.
 	base := ad.serve(t, engine, idem.Route{}, orderHandler(ex, 2*time.Millisecond))

@@ -99,7 +99,11 @@ func redisOutage(t *testing.T) outageBackend {
 	start(t)
 	t.Cleanup(func() { stop(t) })
 	client := newRedisClient(t, "redis://"+addr.String()+"/0")
-	return outageBackend{store: idemredis.New(client, idemredis.Options{}), down: stop, up: start,
+	store, err := idemredis.New(t.Context(), client, idemredis.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return outageBackend{store: store, down: stop, up: start,
 		storeLabel: "redis-server on " + addr.String()}
 }
 

@@ -116,7 +116,11 @@ func newRedis(t testing.TB) redisFixture {
 			c.Del(ctx, k)
 		}
 	})
-	return redisFixture{store: idemredis.New(c, idemredis.Options{KeyPrefix: prefix}), client: c, prefix: prefix}
+	store, err := idemredis.New(t.Context(), c, idemredis.Options{KeyPrefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return redisFixture{store: store, client: c, prefix: prefix}
 }
 
 // redisKeys lists the keys under prefix with SCAN.

@@ -269,6 +269,35 @@ func (l *layer) handle(c *fiber.Ctx) error {
 	}
 }
 
+// ErrorHandler returns a fiber.ErrorHandler that answers fiber's own 413
+// (a body over fiber.Config.BodyLimit, refused before any handler runs)
+// with idem's request-too-large problem document, rendered by e, as every
+// other adapter answers an oversized body (B21, B25); every other error
+// goes to next, or to fiber.DefaultErrorHandler when next is nil. Set it
+// when the app is made:
+//
+//	app := fiber.New(fiber.Config{BodyLimit: 1 << 20, ErrorHandler: idemfiber.ErrorHandler(engine, nil)})
+func ErrorHandler(e *idem.Engine, next fiber.ErrorHandler) fiber.ErrorHandler {
+	if e == nil {
+		panic("idemfiber: ErrorHandler needs an engine")
+	}
+	if next == nil {
+		next = fiber.DefaultErrorHandler
+	}
+	return func(c *fiber.Ctx, err error) error {
+		var ferr *fiber.Error
+		if !errors.As(err, &ferr) || ferr.Code != fiber.StatusRequestEntityTooLarge {
+			return next(c, err)
+		}
+		limit := int64(c.App().Config().BodyLimit)
+		if limit <= 0 {
+			limit = fiber.DefaultBodyLimit
+		}
+		writeResponse(c, e.RenderProblem(idem.NewTooLargeProblem(limit)))
+		return nil
+	}
+}
+
 // writeResponse writes an engine response: its header fields in order,
 // replacing fields of the same name already set, as idemhttp's
 // WriteResponse does; its status and its body. fasthttp sets

@@ -55,13 +55,14 @@ func netHTTPServer(e *idem.Engine, a *api) server {
 	mux.Handle("GET /orders/{id}", serveHTTP(a.getOrder))
 	mux.Handle("POST /payments", idemhttp.Optional(e)(serveHTTP(a.createPayment)))
 	mux.Handle("POST /webhooks", idemhttp.Exempt(e)(serveHTTP(a.receiveWebhook)))
-	return newHTTPServer(mux)
+	return newHTTPServer(authenticate(mux))
 }
 
 // chiServer mounts the routes on a chi router, with the policies as
 // r.With(...) layers; idemchi names each route by its pattern.
 func chiServer(e *idem.Engine, a *api) server {
 	r := chi.NewRouter()
+	r.Use(authenticate)
 	r.With(idemchi.Required(e)).Post("/orders", serveHTTP(a.createOrder))
 	r.Get("/orders", serveHTTP(a.listOrders))
 	r.Get("/orders/{id}", serveHTTP(a.getOrder))
@@ -77,7 +78,7 @@ func chiServer(e *idem.Engine, a *api) server {
 // http.Server as for net/http serves it.
 func echoServer(e *idem.Engine, a *api) server {
 	app := echo.New()
-	app.Use(middleware.Recover())
+	app.Use(middleware.Recover(), echo.WrapMiddleware(authenticate))
 	app.POST("/orders", serveEcho(a.createOrder), idemecho.Required(e))
 	app.GET("/orders", serveEcho(a.listOrders))
 	app.GET("/orders/:id", serveEcho(a.getOrder))
@@ -88,12 +89,20 @@ func echoServer(e *idem.Engine, a *api) server {
 
 // fiberServer mounts the routes on a fiber app, with the policies as
 // route handlers in front of each operation. Fiber refuses bodies over
-// maxBody itself (413).
+// maxBody itself, before any handler runs; idemfiber.ErrorHandler makes
+// that 413 idem's problem document, as the other adapters answer it.
 func fiberServer(e *idem.Engine, a *api) server {
 	app := fiber.New(fiber.Config{
 		DisableStartupMessage: true,
 		BodyLimit:             maxBody,
 		ReadTimeout:           readTimeout,
+		ErrorHandler:          idemfiber.ErrorHandler(e, nil),
+	})
+	app.Use(func(c *fiber.Ctx) error {
+		if p := principal(c.Get("X-Api-Key"), c.Get(fiber.HeaderAuthorization)); p != "" {
+			c.SetUserContext(idem.WithPrincipal(c.UserContext(), p))
+		}
+		return c.Next()
 	})
 	app.Post("/orders", idemfiber.Required(e), serveFiber(a.createOrder))
 	app.Get("/orders", serveFiber(a.listOrders))
@@ -118,6 +127,32 @@ const readTimeout = 10 * time.Second
 
 func newHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: readTimeout}
+}
+
+// authenticate stands in for the API's authentication: it hands idem the
+// client a request comes from, so that every client's idempotency keys
+// are its own (B32). A real one checks the API key or token first and
+// hands over the account it belongs to, which stays the same when a
+// client refreshes its token between retries.
+func authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := principal(r.Header.Get("X-Api-Key"), r.Header.Get("Authorization")); p != "" {
+			r = r.WithContext(idem.WithPrincipal(r.Context(), p))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// principal names the client of a request: its API key, else its
+// Authorization value, else nobody ("").
+func principal(apiKey, authorization string) string {
+	if apiKey != "" {
+		return "key:" + apiKey
+	}
+	if authorization != "" {
+		return "auth:" + authorization
+	}
+	return ""
 }
 
 // maxBody bounds what an operation reads of a request body.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	idem "github.com/idemkit/idem/core"
 )
 
 // executedLog is a slog handler that reports every "executed" decision of
@@ -296,6 +298,58 @@ func TestRunRefusesBadSettings(t *testing.T) {
 			if conn, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 				conn.Close()
 				t.Fatalf("the listener on %s still accepts connections", ln.Addr())
+			}
+		})
+	}
+}
+
+// TestClientsHaveTheirOwnKeys (B32): two clients sending the same key and
+// body, told apart by X-Api-Key, each get an order of their own, and
+// neither sees the other's response; a retry by the same client is
+// replayed.
+func TestClientsHaveTheirOwnKeys(t *testing.T) {
+	for _, adapter := range slices.Sorted(maps.Keys(adapters)) {
+		t.Run(adapter, func(t *testing.T) {
+			t.Parallel()
+			base, _ := start(t, adapter, 0)
+			as := func(client string) answer {
+				req, _ := http.NewRequest(http.MethodPost, base+"/orders", strings.NewReader(`{"sku":"MUG","qty":1}`))
+				req.Header.Set("Idempotency-Key", "order-1")
+				req.Header.Set("X-Api-Key", client)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				return answer{resp.StatusCode, resp.Header, string(b)}
+			}
+			a := as("client-a")
+			a.want(t, "client A", http.StatusCreated, false)
+			b := as("client-b")
+			b.want(t, "client B, same key and body", http.StatusCreated, false)
+			if decode[Order](t, a).ID == decode[Order](t, b).ID {
+				t.Fatalf("clients A and B share order %s", decode[Order](t, a).ID)
+			}
+			as("client-a").want(t, "client A's retry", http.StatusCreated, true)
+			if n := len(orders(t, base)); n != 2 {
+				t.Fatalf("%d orders, want 2", n)
+			}
+		})
+	}
+}
+
+// TestBodyLimitIsAProblem (B21, B25): a body over the limit is answered
+// with idem's 413 problem document by every adapter, fiber included,
+// whose own BodyLimit refuses it before any handler runs.
+func TestBodyLimitIsAProblem(t *testing.T) {
+	for _, adapter := range slices.Sorted(maps.Keys(adapters)) {
+		t.Run(adapter, func(t *testing.T) {
+			base, _ := start(t, adapter, 0)
+			a := post(t, base+"/orders", "big", `{"sku":"`+strings.Repeat("x", maxBody)+`"}`)
+			if a.status != http.StatusRequestEntityTooLarge || a.header.Get("Content-Type") != idem.ProblemContentType ||
+				!strings.Contains(a.body, idem.ProblemRequestTooLarge) {
+				t.Fatalf("body over the limit: %d %q %.200s; want idem's 413 problem", a.status, a.header.Get("Content-Type"), a.body)
 			}
 		})
 	}

@@ -50,7 +50,7 @@ func openMemory(context.Context, options, *slog.Logger) (idem.Store, func() erro
 // openRedis opens the Redis store at o.redisURL, with its keys behind
 // o.keyPrefix. Every process serving the API with the same URL and prefix
 // shares its records.
-func openRedis(ctx context.Context, o options, _ *slog.Logger) (idem.Store, func() error, error) {
+func openRedis(ctx context.Context, o options, logger *slog.Logger) (idem.Store, func() error, error) {
 	opts, err := redis.ParseURL(o.redisURL)
 	if err != nil {
 		return nil, nil, err
@@ -63,7 +63,12 @@ func openRedis(ctx context.Context, o options, _ *slog.Logger) (idem.Store, func
 		client.Close()
 		return nil, nil, fmt.Errorf("ping %s: %w", opts.Addr, err)
 	}
-	return idemredis.New(client, idemredis.Options{KeyPrefix: o.keyPrefix}), client.Close, nil
+	store, err := idemredis.New(ctx, client, idemredis.Options{KeyPrefix: o.keyPrefix, Logger: logger})
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return store, client.Close, nil
 }
 
 // openPostgres opens the PostgreSQL store at o.postgresURL in the table

@@ -24,6 +24,13 @@
 // client's dial retries (DialerRetries, DialerRetryTimeout) before the
 // engine answers 503, bounded by StoreTimeout; lower them to fail faster.
 //
+// [New] reads the server's maxmemory-policy and fails with
+// [ErrEvictingPolicy] when it may evict idem's keys (allkeys-* or
+// volatile-*): an evicted record lets its retry run a second time (B30).
+// Run Redis for idem with maxmemory-policy noeviction; a full server then
+// refuses new records, which Acquire reports as idem.ErrStoreFull (503,
+// never an untracked run).
+//
 // Records are stored in a compact, versioned binary encoding; bodies and
 // header values round-trip byte for byte. The keys that reach Redis are
 // the engine's hashed storage keys behind a prefix (default "idem:"),

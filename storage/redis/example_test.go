@@ -1,6 +1,7 @@
 package idemredis_test
 
 import (
+	"context"
 	"log"
 
 	idem "github.com/idemkit/idem/core"
@@ -19,8 +20,14 @@ func Example() {
 	})
 	defer client.Close()
 
+	// New checks that the server never evicts idem's records
+	// (maxmemory-policy noeviction).
+	store, err := idemredis.New(context.Background(), client, idemredis.Options{KeyPrefix: "orders-api:idem:"})
+	if err != nil {
+		log.Fatal(err)
+	}
 	engine, err := idem.New(idem.Config{
-		Store: idemredis.New(client, idemredis.Options{KeyPrefix: "orders-api:idem:"}),
+		Store: store,
 		// The defaults, spelled out: a crashed request's key is free again
 		// after LeaseTime; completed records are replayed for Retention.
 		LeaseTime: idem.DefaultLeaseTime,

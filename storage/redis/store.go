@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	idem "github.com/idemkit/idem/core"
@@ -21,7 +23,30 @@ type Options struct {
 	// several applications or environments can share one server.
 	// Default: "idem:".
 	KeyPrefix string
+
+	// AllowEviction builds the Store on a server whose maxmemory-policy
+	// may evict idem's keys (allkeys-* or volatile-*: idem's keys have a
+	// time to live, so volatile-* policies evict them too). Under memory
+	// pressure such a server may drop a completed record before its
+	// retention ends, and a retry of its request then runs a second time
+	// (B30). With AllowEviction, New logs a warning instead of failing.
+	//
+	// Default: false, New fails with ErrEvictingPolicy.
+	AllowEviction bool
+
+	// Logger receives the warnings of New: an evicting policy allowed
+	// with AllowEviction, or a server that does not let New read its
+	// policy (managed services often refuse CONFIG).
+	//
+	// Default: slog.Default().
+	Logger *slog.Logger
 }
+
+// ErrEvictingPolicy is returned, wrapped, by New when the server's
+// maxmemory-policy may evict idem's keys (B30). Run Redis for idem with
+// maxmemory-policy noeviction (a dedicated instance, or one whose other
+// users accept it), or set Options.AllowEviction.
+var ErrEvictingPolicy = errors.New("idemredis: the server's maxmemory-policy may evict idempotency records")
 
 // Store is an idem.Store backed by Redis. It is safe for concurrent use
 // and is meant to be shared by every server of an API. It does not own the
@@ -34,14 +59,73 @@ type Store struct {
 // New returns a Store that keeps its records through client, which may be
 // a *redis.Client, a *redis.ClusterClient, a Sentinel failover client or
 // any other redis.UniversalClient. It panics when client is nil.
-func New(client redis.UniversalClient, opts Options) *Store {
+//
+// New asks the server (each master of a cluster) for its
+// maxmemory-policy, in one round trip bounded by ctx. A policy that may
+// evict idem's keys fails New with ErrEvictingPolicy, unless
+// Options.AllowEviction is set (B30): an evicted record means a second
+// execution, which is what idem exists to prevent, and a failure at start
+// is found by whoever deploys, while a log line may not be. A server that
+// refuses CONFIG GET (as managed services often do) is logged at WARN and
+// accepted; New fails when the server cannot be reached.
+func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Store, error) {
 	if client == nil {
 		panic("idemredis: New with a nil client")
 	}
 	if opts.KeyPrefix == "" {
 		opts.KeyPrefix = DefaultKeyPrefix
 	}
-	return &Store{client: client, prefix: opts.KeyPrefix}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := checkPolicy(ctx, client, &opts); err != nil {
+		return nil, err
+	}
+	return &Store{client: client, prefix: opts.KeyPrefix}, nil
+}
+
+// evicts reports whether a maxmemory-policy may evict keys with a time
+// to live, as every key of idem has.
+func evicts(policy string) bool {
+	return strings.HasPrefix(policy, "allkeys-") || strings.HasPrefix(policy, "volatile-")
+}
+
+// checkPolicy reads the maxmemory-policy of every master behind client.
+func checkPolicy(ctx context.Context, client redis.UniversalClient, opts *Options) error {
+	check := func(ctx context.Context, c redis.Cmdable, addr string) error {
+		res, err := c.ConfigGet(ctx, "maxmemory-policy").Result()
+		if err != nil {
+			var rerr redis.Error
+			if errors.As(err, &rerr) {
+				// The server answered, but not to CONFIG (renamed,
+				// disabled or not permitted): it cannot be checked.
+				opts.Logger.LogAttrs(ctx, slog.LevelWarn, "idemredis: cannot read the server's maxmemory-policy; make sure it is noeviction, or completed records may be evicted and their requests run twice",
+					slog.String("server", addr), slog.String("error", err.Error()))
+				return nil
+			}
+			return fmt.Errorf("idemredis: reading maxmemory-policy of %s: %w", addr, err)
+		}
+		policy := res["maxmemory-policy"]
+		if !evicts(policy) {
+			return nil
+		}
+		if opts.AllowEviction {
+			opts.Logger.LogAttrs(ctx, slog.LevelWarn, "idemredis: the server may evict idempotency records under memory pressure, and their requests would then run twice (Options.AllowEviction is set)",
+				slog.String("server", addr), slog.String("maxmemory-policy", policy))
+			return nil
+		}
+		return fmt.Errorf("%w: %s has maxmemory-policy %s; set it to noeviction (or use a Redis of idem's own), or set Options.AllowEviction", ErrEvictingPolicy, addr, policy)
+	}
+	if cluster, ok := client.(*redis.ClusterClient); ok {
+		return cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return check(ctx, c, c.Options().Addr)
+		})
+	}
+	addr := "the server"
+	if c, ok := client.(*redis.Client); ok {
+		addr = c.Options().Addr
+	}
+	return check(ctx, client, addr)
 }
 
 var _ idem.Store = (*Store)(nil)
@@ -102,6 +186,11 @@ func (s *Store) run(ctx context.Context, op string, script *redis.Script, key st
 	}
 	v, err := script.Run(ctx, s.client, []string{s.prefix + key}, args...).Result()
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "OOM ") {
+			// A noeviction server at its maxmemory refuses writes: the
+			// store is full, not down (B30).
+			return nil, fmt.Errorf("idemredis: %s: %w: %w", op, idem.ErrStoreFull, err)
+		}
 		return nil, fmt.Errorf("idemredis: %s: %w", op, err)
 	}
 	return v, nil

@@ -92,7 +92,7 @@ func deleteKeys(tb testing.TB, client *redis.Client, prefix string) {
 
 func newStore(tb testing.TB) *idemredis.Store {
 	client := newClient(tb)
-	return idemredis.New(client, idemredis.Options{KeyPrefix: newPrefix(tb, client)})
+	return mustNew(tb, client, idemredis.Options{KeyPrefix: newPrefix(tb, client)})
 }
 
 // suiteStore is the constructor the store suite and its benchmarks share.
@@ -115,7 +115,7 @@ func TestKeys(t *testing.T) {
 	ctx := t.Context()
 	key := "storage-key-" + randomHex(8)
 	t.Cleanup(func() { client.Del(context.Background(), idemredis.DefaultKeyPrefix+key) })
-	s := idemredis.New(client, idemredis.Options{})
+	s := mustNew(t, client, idemredis.Options{})
 	if rec, err := s.Acquire(ctx, key, idem.Token{1}, []byte("fp"), time.Minute); err != nil || rec != nil {
 		t.Fatalf("Acquire = (%v, %v), want the lease", rec, err)
 	}
@@ -133,7 +133,7 @@ func TestKeys(t *testing.T) {
 func TestUnknownVersion(t *testing.T) {
 	client := newClient(t)
 	prefix := newPrefix(t, client)
-	s := idemredis.New(client, idemredis.Options{KeyPrefix: prefix})
+	s := mustNew(t, client, idemredis.Options{KeyPrefix: prefix})
 	ctx := t.Context()
 	future := "\x02\x01\x00" + strings.Repeat("\x07", 16) + "\x00\x00\x00\x00"
 	if err := client.Set(ctx, prefix+"k", future, time.Minute).Err(); err != nil {
@@ -197,7 +197,7 @@ func (r *roundTrips) take() []string {
 // operation alone one.
 func TestRoundTrips(t *testing.T) {
 	client := newClient(t)
-	s := idemredis.New(client, idemredis.Options{KeyPrefix: newPrefix(t, client)})
+	s := mustNew(t, client, idemredis.Options{KeyPrefix: newPrefix(t, client)})
 	engine, err := idem.New(idem.Config{Store: s})
 	if err != nil {
 		t.Fatal(err)
@@ -290,4 +290,14 @@ func TestRoundTrips(t *testing.T) {
 		t.Fatalf("Release after Complete = %v, want ErrLeaseLost", err)
 	}
 	expect("Store.Release", 1)
+}
+
+// mustNew builds a Store, failing the test when New fails.
+func mustNew(tb testing.TB, client redis.UniversalClient, opts idemredis.Options) *idemredis.Store {
+	tb.Helper()
+	s, err := idemredis.New(context.Background(), client, opts)
+	if err != nil {
+		tb.Fatalf("idemredis.New: %v", err)
+	}
+	return s
 }
