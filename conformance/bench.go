@@ -102,7 +102,7 @@ func RunBenchmarks(b *testing.B, app BenchApp) {
 			MeasureRequests(b, app(b, nil), NewKeySet(b.N), http.StatusCreated, false, parallel)
 		})
 		b.Run("mode="+mode+"/path=first", func(b *testing.B) {
-			newClient := app(b, benchEngine(b))
+			newClient := app(b, benchEngineFor(b, b.N))
 			keys := NewKeySet(b.N)
 			WarmHeap(b.N * FirstRequestHeap)
 			MeasureRequests(b, newClient, keys, http.StatusCreated, false, parallel)
@@ -130,13 +130,39 @@ func RunBenchmarks(b *testing.B, app BenchApp) {
 	}
 }
 
-func benchEngine(b *testing.B) *idem.Engine {
-	e, err := idem.New(idem.Config{})
+func benchEngine(b *testing.B) *idem.Engine { return benchEngineFor(b, 0) }
+
+// benchEngineFor returns an engine with the default configuration whose
+// memory store holds at least records new records (with 1 KiB bodies)
+// besides its defaults: a bounded store refuses new keys once full rather
+// than evict records (B30), and a run of first requests keeps one record
+// per request, as the heap WarmHeap prepares for it assumes.
+func benchEngineFor(b *testing.B, records int) *idem.Engine {
+	var cfg idem.Config
+	if records > 0 {
+		store := BenchMemoryStore(records)
+		b.Cleanup(func() { _ = store.Close() })
+		cfg.Store = store
+	}
+	e, err := idem.New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = e.Close() })
 	return e
+}
+
+// BenchMemoryStore returns a memory store with room for records first
+// requests of the benchmarks (1 KiB bodies) on top of its default limits,
+// for a benchmark of first requests that does not use RunBenchmarks: a
+// memory store refuses new keys once full rather than evict records (B30).
+// Close it when the benchmark ends.
+func BenchMemoryStore(records int) *idem.MemoryStore {
+	// Twice the records: keys spread over the shards unevenly.
+	return idem.NewMemoryStore(idem.MemoryOptions{
+		MaxEntries: idem.DefaultMemoryMaxEntries + 2*records,
+		MaxBytes:   idem.DefaultMemoryMaxBytes + 2*int64(records)*FirstRequestHeap,
+	})
 }
 
 // KeySet holds the keys of a benchmark run, made before its timer

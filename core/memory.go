@@ -555,11 +555,18 @@ func (s *memShard) makeRoom(m *MemoryStore, added int, size int64, now int64) bo
 	return true
 }
 
+// dropExpired removes every expired record of the shard and reports
+// whether it removed any. One scan frees every slot whose record expired,
+// so that a shard that fills up with records as fast as they expire pays
+// for a scan once per shardful of new keys, not once per key; a scan that
+// finds nothing raises expiryFloor, so that a shard full of live records
+// answers at once until one of them can have expired.
 func (s *memShard) dropExpired(now int64) bool {
 	if now < s.expiryFloor {
 		return false
 	}
 	floor := int64(math.MaxInt64)
+	removed := false
 	for i := range s.slots {
 		sl := &s.slots[i]
 		if sl.state == 0 {
@@ -567,12 +574,13 @@ func (s *memShard) dropExpired(now int64) bool {
 		}
 		if now >= sl.expires {
 			s.remove(int32(i))
-			return true
+			removed = true
+			continue
 		}
 		floor = min(floor, sl.expires)
 	}
 	s.expiryFloor = floor
-	return false
+	return removed
 }
 
 // lowerFloor keeps expiryFloor a bound below a record that expires at t.

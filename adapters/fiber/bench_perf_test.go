@@ -90,7 +90,7 @@ func BenchmarkPeer(b *testing.B) {
 		replayed bool // marks replays with Idempotent-Replayed
 	}{
 		{"idemfiber", func(b *testing.B) fiber.Handler {
-			e, err := idem.New(idem.Config{})
+			e, err := idem.New(idem.Config{Store: benchStore(b)})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -101,7 +101,7 @@ func BenchmarkPeer(b *testing.B) {
 		// how much of idemfiber's cost is the SHA-256 of the body, which
 		// Fiber's middleware does not compute.
 		{"idemfiber-nofingerprint", func(b *testing.B) fiber.Handler {
-			e, err := idem.New(idem.Config{Fingerprint: idem.NoFingerprint})
+			e, err := idem.New(idem.Config{Store: benchStore(b), Fingerprint: idem.NoFingerprint})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -140,4 +140,13 @@ func BenchmarkPeer(b *testing.B) {
 			}
 		}
 	}
+}
+
+// benchStore returns a memory store with room for a record per request of
+// the run: a first request keeps one, and a full store refuses new keys
+// rather than evict records (B30).
+func benchStore(b *testing.B) *idem.MemoryStore {
+	s := conformance.BenchMemoryStore(b.N)
+	b.Cleanup(func() { _ = s.Close() })
+	return s
 }
