@@ -374,7 +374,13 @@ func TestHardening(t *testing.T) {
 		mem := idem.NewMemoryStore(idem.MemoryOptions{})
 		t.Cleanup(func() { _ = mem.Close() })
 		store := &hangOnce{Store: mem}
-		const lease = 400 * time.Millisecond
+		// The finding used a 400ms lease; this one is twice as long, so
+		// that a loaded machine has 150ms to spare: the renewal at 400ms
+		// hangs until the default StoreTimeout (LeaseTime/4) ends it at
+		// 600ms, and the retry LeaseTime/16 later, at 650ms, comes before
+		// the lease ends at 800ms. Before B34 the default StoreTimeout
+		// (5s) held that one renewal past the end of either lease.
+		const lease = 800 * time.Millisecond
 		eng, err := idem.New(idem.Config{Store: store, LeaseTime: lease}) // StoreTimeout: the default
 		if err != nil {
 			t.Fatalf("New: %v", err)
