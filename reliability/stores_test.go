@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemkit/idem/conformance"
 	idem "github.com/idemkit/idem/core"
 	idempg "github.com/idemkit/idem/storage/postgres"
 	idemredis "github.com/idemkit/idem/storage/redis"
@@ -227,6 +228,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		os.Exit(childMain())
 	}
+	conformance.AnnounceSkips("the Redis and PostgreSQL parts", conformance.RedisURL, conformance.PostgresURL)
 	code := m.Run()
 	if sharedPool.pool != nil {
 		sharedPool.pool.Close()

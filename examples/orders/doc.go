@@ -22,6 +22,14 @@
 //	               else postgres://postgres@127.0.0.1:5432/test?sslmode=disable)
 //	-table         table of the records in PostgreSQL, created when missing
 //	               (default idem_records)
+//	-fresh         with redis or postgres, a random key prefix or table of
+//	               this run's own, removed at shutdown, so a new run does
+//	               not replay an earlier run's records
+//	-metrics-addr  serve the engine's OpenTelemetry metrics for Prometheus
+//	               there (GET /metrics), such as 127.0.0.1:9464
+//	-exit-with-parent
+//	               shut down when the process that started the server exits
+//	               (default true when started by go run)
 //
 // Routes:
 //
@@ -37,9 +45,11 @@
 // first request runs gets 409. The orders themselves stay in the memory of
 // the process that created them, as an example's business data may.
 //
-// Every idempotency decision is logged through log/slog. SIGINT or SIGTERM
-// shuts the server down gracefully: requests in progress finish, then the
-// store's connections close.
+// Every idempotency decision is logged through log/slog. SIGINT (Ctrl-C),
+// SIGTERM or SIGHUP shuts the server down gracefully: requests in progress
+// finish, then the store's connections close. So does the exit of the
+// go run that started it, which dies of any signal but Ctrl-C without
+// passing it on.
 //
 // The business logic in api.go knows no framework: each adapter is one
 // small function in adapters.go that mounts the same operations, and each

@@ -31,6 +31,10 @@ type options struct {
 	keyPrefix   string // -store redis: the prefix of idem's keys
 	postgresURL string // -store postgres: where the database is
 	table       string // -store postgres: the records' table
+	fresh       bool   // -store redis or postgres: a namespace of this run's own
+
+	metricsAddr string       // serve Prometheus metrics there, when set
+	metricsLn   net.Listener // the listener on metricsAddr
 }
 
 // shutdownTimeout bounds how long a graceful shutdown waits for requests
@@ -47,11 +51,19 @@ func main() {
 	flag.StringVar(&o.keyPrefix, "key-prefix", idemredis.DefaultKeyPrefix, "`prefix` of the idempotency keys in Redis, for -store redis")
 	flag.StringVar(&o.postgresURL, "postgres-url", envOr("IDEM_POSTGRES_URL", defaultPostgresURL), "PostgreSQL `URL` for -store postgres; $IDEM_POSTGRES_URL sets the default")
 	flag.StringVar(&o.table, "table", idempg.DefaultTable, "`table` of the idempotency records, for -store postgres; created if missing")
+	flag.BoolVar(&o.fresh, "fresh", false, "with -store redis or postgres, keep this run's records apart (a random key prefix or table, removed at shutdown), so a new run starts from no records")
+	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "serve the engine's OpenTelemetry metrics for Prometheus on this `address` (GET /metrics), such as 127.0.0.1:9464")
+	exitWithParent := flag.Bool("exit-with-parent", startedByGoRun(), "shut down when the process that started this one exits (default true under go run)")
 	flag.Parse()
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
+	if *exitWithParent {
+		var cancel context.CancelFunc
+		ctx, cancel = withParent(ctx)
+		defer cancel()
+	}
 
 	if err := listenAndRun(ctx, *addr, o, logger); err != nil {
 		logger.Error("orders", "error", err)
@@ -63,6 +75,12 @@ func listenAndRun(ctx context.Context, addr string, o options, logger *slog.Logg
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
+	}
+	if o.metricsAddr != "" {
+		if o.metricsLn, err = net.Listen("tcp", o.metricsAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("-metrics-addr: %w", err)
+		}
 	}
 	return run(ctx, ln, o, logger)
 }
@@ -78,17 +96,24 @@ func (o options) check() error {
 	return nil
 }
 
-// run serves the API on ln until ctx is done, then shuts down gracefully:
-// requests in progress finish (their idempotency records complete), then
-// the engine and the store close. It closes ln.
+// run serves the API on ln, and the metrics on o.metricsLn when it is
+// set, until ctx is done, then shuts down gracefully: requests in progress
+// finish (their idempotency records complete), then the engine and the
+// store close. It closes the listeners.
 func run(ctx context.Context, ln net.Listener, o options, logger *slog.Logger) error {
-	if err := o.check(); err != nil {
+	closeListeners := func() {
 		ln.Close()
+		if o.metricsLn != nil {
+			o.metricsLn.Close()
+		}
+	}
+	if err := o.check(); err != nil {
+		closeListeners()
 		return err
 	}
 	store, closeStore, err := stores[o.store](ctx, o, logger)
 	if err != nil {
-		ln.Close()
+		closeListeners()
 		return fmt.Errorf("open %s store: %w", o.store, err)
 	}
 	defer func() {
@@ -96,15 +121,32 @@ func run(ctx context.Context, ln net.Listener, o options, logger *slog.Logger) e
 			logger.Warn("orders: close store", "store", o.store, "error", err)
 		}
 	}()
-	engine, err := idem.New(idem.Config{Store: store, Logger: logger})
+	cfg := idem.Config{Store: store, Logger: logger}
+	var metricsSrv *http.Server
+	if o.metricsLn != nil {
+		m, err := newMetrics()
+		if err != nil {
+			closeListeners()
+			return fmt.Errorf("metrics: %w", err)
+		}
+		defer m.provider.Shutdown(context.Background())
+		cfg.Observer = m.observer
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.handler)
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go metricsSrv.Serve(o.metricsLn)
+		defer metricsSrv.Close()
+		logger.Info("orders: metrics", "addr", o.metricsLn.Addr().String(), "path", "/metrics")
+	}
+	engine, err := idem.New(cfg)
 	if err != nil {
-		ln.Close()
+		closeListeners()
 		return err
 	}
 	defer engine.Close()
 
 	srv := adapters[o.adapter](engine, newAPI(o.latency))
-	logger.Info("orders: serving", "addr", ln.Addr().String(), "adapter", o.adapter, "store", o.store, "latency", o.latency)
+	logger.Info("orders: serving", "addr", ln.Addr().String(), "adapter", o.adapter, "store", o.store, "latency", o.latency, "pid", os.Getpid())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {
@@ -112,7 +154,7 @@ func run(ctx context.Context, ln net.Listener, o options, logger *slog.Logger) e
 		return err
 	case <-ctx.Done():
 	}
-	logger.Info("orders: shutting down")
+	logger.Info("orders: shutting down, letting requests in progress finish", "cause", context.Cause(ctx))
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
@@ -121,6 +163,7 @@ func run(ctx context.Context, ln net.Listener, o options, logger *slog.Logger) e
 	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	logger.Info("orders: stopped")
 	return nil
 }
 

@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -47,9 +52,17 @@ func openMemory(context.Context, options, *slog.Logger) (idem.Store, func() erro
 	return s, s.Close, nil
 }
 
+// freshName returns name followed by a random suffix, for -fresh.
+func freshName(name, sep string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return name + sep + hex.EncodeToString(b)
+}
+
 // openRedis opens the Redis store at o.redisURL, with its keys behind
 // o.keyPrefix. Every process serving the API with the same URL and prefix
-// shares its records.
+// shares its records. With o.fresh the prefix gets a random part, and the
+// run's keys are deleted when the store closes.
 func openRedis(ctx context.Context, o options, logger *slog.Logger) (idem.Store, func() error, error) {
 	opts, err := redis.ParseURL(o.redisURL)
 	if err != nil {
@@ -63,29 +76,61 @@ func openRedis(ctx context.Context, o options, logger *slog.Logger) (idem.Store,
 		client.Close()
 		return nil, nil, fmt.Errorf("ping %s: %w", opts.Addr, err)
 	}
-	store, err := idemredis.New(ctx, client, idemredis.Options{KeyPrefix: o.keyPrefix, Logger: logger})
+	prefix, closeAll := o.keyPrefix, client.Close
+	if o.fresh {
+		prefix = freshName(strings.TrimSuffix(o.keyPrefix, ":"), ":") + ":"
+		logger.Info("orders: -fresh: this run's records are under their own key prefix, deleted at shutdown", "key_prefix", prefix)
+		closeAll = func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var keys []string
+			iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+			for iter.Next(ctx) {
+				keys = append(keys, iter.Val())
+			}
+			err := iter.Err()
+			if err == nil && len(keys) > 0 {
+				err = client.Unlink(ctx, keys...).Err()
+			}
+			return errors.Join(err, client.Close())
+		}
+	}
+	store, err := idemredis.New(ctx, client, idemredis.Options{KeyPrefix: prefix, Logger: logger})
 	if err != nil {
 		client.Close()
 		return nil, nil, err
 	}
-	return store, client.Close, nil
+	return store, closeAll, nil
 }
 
 // openPostgres opens the PostgreSQL store at o.postgresURL in the table
 // o.table, creating the table when it does not exist. Every process
 // serving the API with the same database and table shares its records.
+// With o.fresh the table gets a random suffix and is dropped when the
+// store closes.
 func openPostgres(ctx context.Context, o options, logger *slog.Logger) (idem.Store, func() error, error) {
 	pool, err := pgxpool.New(ctx, o.postgresURL)
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := idempg.New(pool, idempg.Options{Table: o.table, Logger: logger})
+	table := o.table
+	if o.fresh {
+		table = freshName(table, "_")
+		logger.Info("orders: -fresh: this run's records are in a table of their own, dropped at shutdown", "table", table)
+	}
+	store, err := idempg.New(pool, idempg.Options{Table: table, Logger: logger})
 	if err != nil {
 		pool.Close()
 		return nil, nil, err
 	}
 	closeAll := func() error {
 		err := store.Close()
+		if o.fresh {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, dropErr := pool.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier(strings.Split(table, ".")).Sanitize())
+			err = errors.Join(err, dropErr)
+		}
 		pool.Close()
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemkit/idem/conformance"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -26,6 +27,7 @@ var testPools struct {
 }
 
 func TestMain(m *testing.M) {
+	conformance.AnnounceSkips("the PostgreSQL store tests", conformance.PostgresURL)
 	code := m.Run()
 	for _, p := range testPools.byMode {
 		p.Close()

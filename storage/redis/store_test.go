@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/idemkit/idem/conformance"
 	"github.com/idemkit/idem/conformance/storetest"
 	idem "github.com/idemkit/idem/core"
 	idemredis "github.com/idemkit/idem/storage/redis"
@@ -30,6 +31,11 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+func TestMain(m *testing.M) {
+	conformance.AnnounceSkips("the Redis store tests", conformance.RedisURL)
+	os.Exit(m.Run())
 }
 
 // redisURL returns IDEM_REDIS_URL, or skips the test when it is unset.
