@@ -68,6 +68,7 @@ func renderFixedProblems(cfg *Config) map[string]*Response {
 		problemTooLarge(cfg.MaxRequestBody), problemBodyUnreadable(),
 		problemStoreUnavailable(storeRetryAfter), problemRequestCanceled(storeRetryAfter),
 		problemStoreFull(storeRetryAfter), problemScopeQuota(storeRetryAfter),
+		problemNotCommitted(storeRetryAfter),
 	}
 	rendered := make(map[string]*Response, len(fixed))
 	for _, p := range fixed {
@@ -196,7 +197,7 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 	if e.isSafe(r.Method) {
 		return e.pass(ctx, ev, Decision{})
 	}
-	route := e.Resolve(r.Route)
+	route := e.resolve(r.Route)
 	policy := route.Policy
 	if policy == Exempt {
 		return e.pass(ctx, ev, Decision{})
@@ -281,7 +282,7 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 		// call starts: renewals are bounded by that end (B34).
 		began := e.cfg.Clock.Now()
 		start := e.storeStart()
-		rec, found, slot, err := e.acquire(&l.sctx, store, storageKey, token, fp)
+		rec, found, err := e.acquire(&l.sctx, store, storageKey, token, fp)
 		e.storeDone(ctx, OpAcquire, store, &ev, start, err)
 		if err != nil && ctx.Err() != nil {
 			// The store call failed because the request's own context is
@@ -301,6 +302,18 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 			}
 			return e.problem(ctx, ev, problemStoreFull(storeRetryAfter))
 		}
+		// A record held by this request's own token means an earlier
+		// attempt of this same Acquire took effect, as when a client
+		// retries a call whose reply was lost: the lease is ours.
+		won := err == nil && (!found || rec.State == InFlight && rec.Token == token)
+		if won {
+			// A transactional store opens the handler's transaction now;
+			// when that fails it gave the lease up again.
+			l.runCtx, err = e.beginRun(ctx, store, storageKey, token, &ev)
+			if err != nil && ctx.Err() != nil {
+				return e.clientGone(ctx, ev, err) // B29
+			}
+		}
 		if err != nil {
 			ev.Err = err
 			if e.cfg.FailOpen {
@@ -313,13 +326,9 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 			ev.Outcome = StoreError
 			return e.problem(ctx, ev, problemStoreUnavailable(storeRetryAfter))
 		}
-		// A record held by this request's own token means an earlier
-		// attempt of this same Acquire took effect, as when a client
-		// retries a call whose reply was lost: the lease is ours.
-		if !found || rec.State == InFlight && rec.Token == token {
+		if won {
 			d.Action = Run
 			d.Lease = e.startLease(l, ctx, store, storageKey, token, fp, route.Retention, ev, began.Add(e.cfg.LeaseTime))
-			l.slot = slot
 			ev.Outcome = Executed
 			e.report(ctx, ev)
 			return d
@@ -480,28 +489,47 @@ func (e *Engine) parseKey(values []string) (string, error) {
 	return key, nil
 }
 
-// acquire leases key, or returns its live record and true. With the
-// memory store it also returns the slot of the new in-flight record.
-func (e *Engine) acquire(ctx context.Context, store Store, key string, token Token, fp []byte) (Record, bool, int32, error) {
-	if m, ok := store.(*MemoryStore); ok {
-		// Never waits on I/O: no timer. The engine only reads the record
-		// it gets back, which shares its bytes with the store: no copy of
-		// a stored response.
-		return m.acquire(ctx, key, token, fp, e.cfg.LeaseTime)
+// acquire leases key, or returns its live record and true. A LocalStore
+// is asked for a view of the record, without a timer: it never waits, and
+// the engine only reads the record, so a stored response is not copied.
+func (e *Engine) acquire(ctx context.Context, store Store, key string, token Token, fp []byte) (Record, bool, error) {
+	if local, ok := store.(LocalStore); ok {
+		return local.AcquireView(ctx, key, token, fp, e.cfg.LeaseTime)
 	}
 	ctx, cancel := e.storeContext(ctx, store)
 	defer cancel()
 	rec, err := store.Acquire(ctx, key, token, fp, e.cfg.LeaseTime)
 	if rec == nil || err != nil {
-		return Record{}, false, noSlot, err
+		return Record{}, false, err
 	}
-	return *rec, true, noSlot, nil
+	return *rec, true, nil
 }
 
-// storeContext bounds a store call by StoreTimeout. The memory store never
-// waits on I/O, so it is spared the timer.
+// beginRun opens the handler's unit of work when store is a
+// TransactionalStore, and returns the handler's context (nil for other
+// stores). When it fails it gives the lease up again (a fenced release,
+// which changes nothing if the store already let the lease go): the
+// handler does not run.
+func (e *Engine) beginRun(ctx context.Context, store Store, key string, token Token, ev *Event) (context.Context, error) {
+	tx, ok := store.(TransactionalStore)
+	if !ok {
+		return nil, nil
+	}
+	start := e.storeStart()
+	runCtx, err := tx.BeginRun(ctx, key, token)
+	e.storeDone(ctx, OpBeginRun, store, ev, start, err)
+	if err == nil {
+		return runCtx, nil
+	}
+	ev.Op = OpBeginRun
+	e.releaseUncertain(ctx, store, key, token, ev)
+	return nil, err
+}
+
+// storeContext bounds a store call of Begin by StoreTimeout. A LocalStore
+// never waits, so it is spared the timer.
 func (e *Engine) storeContext(ctx context.Context, store Store) (context.Context, context.CancelFunc) {
-	if _, local := store.(*MemoryStore); local {
+	if _, local := store.(LocalStore); local {
 		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, e.cfg.StoreTimeout)
@@ -724,11 +752,12 @@ type Lease struct {
 	due        time.Time
 	prev, next *Lease
 
-	// slot is where the memory store put the in-flight record.
-	slot int32
 	// sctx is the context the store calls of Begin get: the request's
 	// with the scope's hash (B30).
 	sctx scopeCtx
+	// runCtx is the handler's context a TransactionalStore made, nil
+	// for other stores.
+	runCtx context.Context
 
 	// keyText and fpSum hold the default storage key and fingerprint.
 	keyText [storageKeyLen]byte
@@ -737,6 +766,8 @@ type Lease struct {
 	// they fit.
 	kept    keptHeader
 	keptBuf [4]HeaderField
+	// stored is the record Complete hands the store.
+	stored Record
 }
 
 // prepareLease returns a Lease for Begin to fill: new, or recycled from a
@@ -784,13 +815,14 @@ func (e *Engine) startLease(l *Lease, ctx context.Context, store Store, key stri
 
 // recycle keeps l, which Begin prepared, for another request when Begin
 // did not hand it out and nothing else can still refer to its storage key
-// or fingerprint: the memory store copies what it keeps, and only an
-// observer or a logger could keep the key's prefix from an event.
+// or fingerprint: a LocalStore copies what it keeps (other stores might
+// keep the key string), and only an observer or a logger could keep the
+// key's prefix from an event.
 func (e *Engine) recycle(l *Lease, store Store) {
 	if l.e != nil || e.observer != nil || e.logger != nil {
 		return
 	}
-	if _, ok := store.(*MemoryStore); !ok {
+	if _, ok := store.(LocalStore); !ok {
 		return
 	}
 	l.keyText, l.fpSum, l.sctx = [storageKeyLen]byte{}, [sha256.Size]byte{}, scopeCtx{}
@@ -855,7 +887,7 @@ func (l *Lease) renew() {
 // attempt from running while the lease still holds (B34). Past end the
 // call gets StoreTimeout, to learn whether the lease was lost.
 func (l *Lease) renewContext(start, end time.Time) (context.Context, context.CancelFunc) {
-	if _, local := l.store.(*MemoryStore); local {
+	if _, local := l.store.(LocalStore); local {
 		return l.detached(), func() {}
 	}
 	timeout := l.e.cfg.StoreTimeout
@@ -900,25 +932,14 @@ func (l *Lease) Complete(rec Recorded) error {
 	if !l.e.stored(status) {
 		return l.release(status, nil)
 	}
-	var err error
-	if m, ok := l.store.(*MemoryStore); ok {
-		// The memory store copies what it keeps and retains nothing of
-		// stored, so the header fields can be gathered on the stack. It
-		// never waits and reads no context values: no detached context
-		// to make.
-		var buf [8]HeaderField
-		stored := l.record(status, &rec, buf[:0])
-		start := l.e.storeStart()
-		err = m.complete(context.Background(), l.key, l.token, &stored, l.retention, l.slot)
-		l.storeDone(OpComplete, start, err)
-	} else {
-		stored := l.record(status, &rec, nil)
-		ctx, cancel := l.e.storeContext(l.detached(), l.store)
-		start := l.e.storeStart()
-		err = l.store.Complete(ctx, l.key, l.token, &stored, l.retention)
-		l.e.storeDone(ctx, OpComplete, l.store, &l.ev, start, err)
-		cancel()
-	}
+	// A store copies what it keeps: the record and its header fields are
+	// gathered in the lease itself, which is allocated anyway.
+	l.stored = l.record(status, &rec, l.keptBuf[:0])
+	ctx, cancel := l.storeContext(l.Context())
+	start := l.e.storeStart()
+	err := l.store.Complete(ctx, l.key, l.token, &l.stored, l.retention)
+	l.storeDone(OpComplete, start, err)
+	cancel()
 	l.reportEnd(OpComplete, status, err, Stored, nil)
 	return err
 }
@@ -973,17 +994,17 @@ func (l *Lease) Release(cause error) error {
 }
 
 func (l *Lease) release(status int, cause error) error {
-	ctx, cancel := l.e.storeContext(l.detached(), l.store)
+	ctx, cancel := l.storeContext(l.Context())
 	start := l.e.storeStart()
 	err := l.store.Release(ctx, l.key, l.token)
-	l.e.storeDone(ctx, OpRelease, l.store, &l.ev, start, err)
+	l.storeDone(OpRelease, start, err)
 	cancel()
 	l.reportEnd(OpRelease, status, err, Released, cause)
 	return err
 }
 
-// storeDone reports a store call of the lease's that needs no context of
-// its own (the memory store's), with the detached request context.
+// storeDone reports a store call of the lease's with the detached request
+// context (a LocalStore's calls get a context without its values).
 func (l *Lease) storeDone(op StoreOp, start time.Time, err error) {
 	if l.e.storeObserver != nil {
 		l.e.storeDone(l.detached(), op, l.store, &l.ev, start, err)
@@ -1008,8 +1029,53 @@ func (l *Lease) reportEnd(op StoreOp, status int, err error, outcome Outcome, ca
 }
 
 // detached returns the request's context without its cancellation, for
-// the store writes that follow the handler (B24).
+// the reports that follow the handler (B24).
 func (l *Lease) detached() context.Context { return context.WithoutCancel(l.parent) }
+
+// storeContext returns the context of a store write that follows the
+// handler: parent without its cancellation (B24), bounded by StoreTimeout.
+// A LocalStore never waits and gets no timer, and no values unless it is
+// transactional too.
+func (l *Lease) storeContext(parent context.Context) (context.Context, context.CancelFunc) {
+	_, local := l.store.(LocalStore)
+	switch {
+	case local && l.runCtx == nil:
+		return context.Background(), func() {}
+	case local: // and transactional: it gets the run's values
+		return context.WithoutCancel(parent), func() {}
+	}
+	return context.WithTimeout(context.WithoutCancel(parent), l.e.cfg.StoreTimeout)
+}
+
+// Context returns the context the handler must run with: the request's
+// context, or the one a TransactionalStore made for the run, which carries
+// its transaction (B35). An adapter hands it to the handler.
+func (l *Lease) Context() context.Context {
+	if l.runCtx != nil {
+		return l.runCtx
+	}
+	return l.parent
+}
+
+// HoldResponse reports that the client must get the handler's response
+// only once Complete succeeded, because the record commits with the
+// handler's own writes (a TransactionalStore, B35). The adapter then
+// passes nothing on to the client while the handler runs, holds the whole
+// response (beyond MaxBody too; a flush is held as well), calls Complete,
+// and writes the held response when Complete returned nil, or the problem
+// of CommitFailure when it failed.
+func (l *Lease) HoldResponse() bool { return l.runCtx != nil }
+
+// CommitFailure returns the problem, rendered, that an adapter answers
+// with in place of a held response whose Complete failed (see
+// HoldResponse): 503 with Retry-After, type ProblemNotCommitted.
+func (l *Lease) CommitFailure() (*Problem, *Response) {
+	p := problemNotCommitted(storeRetryAfter)
+	if r, ok := l.e.rendered[p.Type]; ok {
+		return p, r
+	}
+	return p, l.e.cfg.RenderProblem(p)
+}
 
 // report reports ev with the detached context, made only when someone
 // listens.

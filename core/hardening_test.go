@@ -1,6 +1,7 @@
 package idem_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -473,7 +474,11 @@ func heapInUse() int64 {
 type fixedRecord struct{ rec idem.Record }
 
 func (s fixedRecord) Acquire(context.Context, string, idem.Token, []byte, time.Duration) (*idem.Record, error) {
-	return s.rec.Clone(), nil
+	rec := s.rec // a copy of its own, as a store returns
+	rec.Fingerprint = bytes.Clone(rec.Fingerprint)
+	rec.Body = bytes.Clone(rec.Body)
+	rec.Header = append([]idem.HeaderField(nil), rec.Header...)
+	return &rec, nil
 }
 func (fixedRecord) Complete(context.Context, string, idem.Token, *idem.Record, time.Duration) error {
 	return idem.ErrLeaseLost

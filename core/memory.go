@@ -264,7 +264,7 @@ func ctxErr(ctx context.Context) error {
 
 // Acquire implements Store.
 func (m *MemoryStore) Acquire(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (*Record, error) {
-	rec, found, _, err := m.acquire(ctx, key, token, fingerprint, lease)
+	rec, found, err := m.AcquireView(ctx, key, token, fingerprint, lease)
 	if !found {
 		return nil, err
 	}
@@ -274,15 +274,16 @@ func (m *MemoryStore) Acquire(ctx context.Context, key string, token Token, fing
 	return &rec, nil
 }
 
-// acquire leases key, copying fingerprint, or returns the live record and
-// true. The record's Fingerprint and Body, and the strings of its Header,
-// share the store's bytes, which the store never writes into: the engine,
-// which only reads them, uses the record as it is, and the replay path is
-// spared a copy of the response. Its Header slice is the caller's own,
-// with room for one more field.
-func (m *MemoryStore) acquire(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (rec Record, found bool, slot int32, err error) {
+// AcquireView implements LocalStore: it leases key, copying key and
+// fingerprint, or returns the live record and true. The record's
+// Fingerprint and Body, and the strings of its Header, share the store's
+// bytes, which the store never writes into: the engine, which only reads
+// them, uses the record as it is, and the replay path is spared a copy of
+// the response. Its Header slice is the caller's own, with room for one
+// more field.
+func (m *MemoryStore) AcquireView(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (rec Record, found bool, err error) {
 	if err := ctxErr(ctx); err != nil {
-		return Record{}, false, noSlot, err
+		return Record{}, false, err
 	}
 	h, s := m.locate(key)
 	scope := scopeOf(ctx)
@@ -291,7 +292,7 @@ func (m *MemoryStore) acquire(ctx context.Context, key string, token Token, fing
 	now := m.now()
 	if i := s.find(h, key); i != noSlot {
 		if now < s.slots[i].expires {
-			return s.record(i), true, noSlot, nil
+			return s.record(i), true, nil
 		}
 		s.remove(i)
 	}
@@ -300,36 +301,30 @@ func (m *MemoryStore) acquire(ctx context.Context, key string, token Token, fing
 	// of the requests already in flight to be recorded (a response that
 	// does not fit is kept as not replayable: 410 on retry).
 	if !s.makeRoom(m, 1, size+m.maxBytes/8, now) {
-		return Record{}, false, noSlot, ErrStoreFull
+		return Record{}, false, ErrStoreFull
 	}
 	if !m.use.admits(scope) {
-		return Record{}, false, noSlot, ErrScopeFull
+		return Record{}, false, ErrScopeFull
 	}
 	blob := make([]byte, 0, len(key)+len(fingerprint))
 	blob = append(append(blob, key...), fingerprint...)
-	slot = s.insert(h, blob, memSlot{
+	s.insert(h, blob, memSlot{
 		state: InFlight, token: token, scope: scope, expires: after(now, lease), size: size,
 		keyLen: int32(len(key)), fpLen: int32(len(fingerprint)), fpNil: fingerprint == nil, bodyNil: true,
 	})
-	return Record{}, false, slot, nil
+	return Record{}, false, nil
 }
 
-// Complete implements Store.
+// Complete implements Store. It copies what it keeps and retains nothing
+// of rec.
 func (m *MemoryStore) Complete(ctx context.Context, key string, token Token, rec *Record, retention time.Duration) error {
-	return m.complete(ctx, key, token, rec, retention, noSlot)
-}
-
-// complete stores rec as the completed record of key; it copies what it
-// keeps and retains nothing of rec. hint is the slot acquire put the
-// in-flight record in, or noSlot.
-func (m *MemoryStore) complete(ctx context.Context, key string, token Token, rec *Record, retention time.Duration, hint int32) error {
 	var header []HeaderField
 	var body []byte
 	if !rec.NotReplayable {
 		header, body = rec.Header, rec.Body
 	}
 	hdrLen := encodedHeaderLen(header)
-	return m.holding(ctx, key, token, hint, func(s *memShard, i int32, now int64) {
+	return m.holding(ctx, key, token, func(s *memShard, i int32, now int64) {
 		sl := &s.slots[i]
 		size := recordSize(len(key), int(sl.fpLen), header, len(body))
 		s.bytes -= sl.size
@@ -364,19 +359,19 @@ func (m *MemoryStore) complete(ctx context.Context, key string, token Token, rec
 
 // Release implements Store.
 func (m *MemoryStore) Release(ctx context.Context, key string, token Token) error {
-	return m.holding(ctx, key, token, noSlot, func(s *memShard, i int32, _ int64) { s.remove(i) })
+	return m.holding(ctx, key, token, func(s *memShard, i int32, _ int64) { s.remove(i) })
 }
 
 // Renew implements Store.
 func (m *MemoryStore) Renew(ctx context.Context, key string, token Token, lease time.Duration) error {
-	return m.holding(ctx, key, token, noSlot, func(s *memShard, i int32, now int64) {
+	return m.holding(ctx, key, token, func(s *memShard, i int32, now int64) {
 		s.slots[i].expires = after(now, lease)
 	})
 }
 
 // holding runs f, under the shard's lock, on the slot of the live
 // in-flight record that token holds, or returns ErrLeaseLost.
-func (m *MemoryStore) holding(ctx context.Context, key string, token Token, hint int32, f func(s *memShard, i int32, now int64)) error {
+func (m *MemoryStore) holding(ctx context.Context, key string, token Token, f func(s *memShard, i int32, now int64)) error {
 	if err := ctxErr(ctx); err != nil {
 		return err
 	}
@@ -384,7 +379,7 @@ func (m *MemoryStore) holding(ctx context.Context, key string, token Token, hint
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := m.now()
-	i, err := s.held(h, key, token, now, hint)
+	i, err := s.held(h, key, token, now)
 	if err != nil {
 		return err
 	}
@@ -476,15 +471,7 @@ func (s *memShard) find(h uint64, key string) int32 {
 
 // held returns the slot of the live in-flight record that token holds, or
 // ErrLeaseLost.
-func (s *memShard) held(h uint64, key string, token Token, now int64, hint int32) (int32, error) {
-	// A token is never given twice, so a slot in flight with it that
-	// holds key is the record; checking the hint spares the index.
-	if hint >= 0 && int(hint) < len(s.slots) {
-		if sl := &s.slots[hint]; sl.state == InFlight && sl.token == token && sl.hash == h &&
-			now < sl.expires && string(s.blobs[hint][:sl.keyLen]) == key {
-			return hint, nil
-		}
-	}
+func (s *memShard) held(h uint64, key string, token Token, now int64) (int32, error) {
 	i := s.find(h, key)
 	if i == noSlot {
 		return noSlot, ErrLeaseLost
@@ -585,3 +572,6 @@ func (s *memShard) dropExpired(now int64) bool {
 
 // lowerFloor keeps expiryFloor a bound below a record that expires at t.
 func (s *memShard) lowerFloor(t int64) { s.expiryFloor = min(s.expiryFloor, t) }
+
+// MemoryStore lends the engine views of its records (LocalStore).
+var _ LocalStore = (*MemoryStore)(nil)

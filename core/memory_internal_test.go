@@ -58,46 +58,6 @@ func TestMemoryShardHashCollisions(t *testing.T) {
 	}
 }
 
-// The slot hint Complete gets from Acquire is only a hint: a hint that
-// points at another key's record, at a freed slot or past the slab finds
-// the record through the index, and never completes a record the token
-// does not hold.
-func TestMemoryCompleteSlotHint(t *testing.T) {
-	m := NewMemoryStore(MemoryOptions{Shards: 1, SweepInterval: -1})
-	defer m.Close()
-	ctx := context.Background()
-	tokA, tokB := Token{1}, Token{2}
-	_, _, slotA, err := m.acquire(ctx, "a", tokA, []byte("fa"), time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _, slotB, err := m.acquire(ctx, "b", tokB, []byte("fb"), time.Minute)
-	if err != nil || slotA == slotB {
-		t.Fatalf("slots %d and %d, err %v", slotA, slotB, err)
-	}
-	rec := &Record{Status: 201, Body: []byte("A")}
-	// b's token with a's slot: the hint does not match, the index finds b.
-	if err := m.complete(ctx, "b", tokB, &Record{Status: 201, Body: []byte("B")}, time.Minute, slotA); err != nil {
-		t.Fatalf("complete b with a's slot as hint: %v", err)
-	}
-	// a's key with b's token and a's own slot: refused.
-	if err := m.complete(ctx, "a", tokB, rec, time.Minute, slotA); err != ErrLeaseLost {
-		t.Fatalf("complete a with another token: %v, want ErrLeaseLost", err)
-	}
-	if got, err := m.Acquire(ctx, "a", Token{9}, []byte("fa"), time.Minute); err != nil || got == nil || got.State != InFlight {
-		t.Fatalf("a = %+v, %v; want still in flight", got, err)
-	}
-	if err := m.complete(ctx, "a", tokA, rec, time.Minute, 1<<20); err != nil {
-		t.Fatalf("complete a with a hint past the slab: %v", err)
-	}
-	for key, want := range map[string]string{"a": "A", "b": "B"} {
-		got, err := m.Acquire(ctx, key, Token{9}, nil, time.Minute)
-		if err != nil || got == nil || got.State != Completed || string(got.Body) != want {
-			t.Fatalf("%s = %+v, %v; want completed with %q", key, got, err, want)
-		}
-	}
-}
-
 // A shard full of in-flight records refuses new keys without scanning for
 // an expired record until one can have expired: the scan leaves a floor
 // under the earliest expiry, and storing a record that expires earlier

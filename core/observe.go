@@ -99,7 +99,9 @@ type Event struct {
 	// Err is the store error or handler failure behind the outcome.
 	Err error
 	// Op is the store call whose result the event reports: OpAcquire for
-	// what Begin decided after asking the store, OpRenew for a renewal
+	// what Begin decided after asking the store (OpBeginRun when a
+	// transactional store could not open the handler's transaction),
+	// OpRenew for a renewal
 	// that failed while the handler ran, and OpComplete or OpRelease for
 	// how a lease ended, which every Executed event is followed by exactly
 	// once. It is 0 when the decision needed no store call.
@@ -119,11 +121,15 @@ const (
 	OpRelease
 	// OpRenew: Store.Renew, while a handler outlives half its lease.
 	OpRenew
+	// OpBeginRun: TransactionalStore.BeginRun, when a request won the
+	// lease on a transactional store (B35).
+	OpBeginRun
 )
 
-var storeOpNames = [...]string{OpAcquire: "acquire", OpComplete: "complete", OpRelease: "release", OpRenew: "renew"}
+var storeOpNames = [...]string{OpAcquire: "acquire", OpComplete: "complete", OpRelease: "release", OpRenew: "renew", OpBeginRun: "begin-run"}
 
-// String returns "acquire", "complete", "release" or "renew".
+// String returns "acquire", "complete", "release", "renew" or
+// "begin-run".
 func (o StoreOp) String() string {
 	if int(o) < len(storeOpNames) && storeOpNames[o] != "" {
 		return storeOpNames[o]

@@ -23,6 +23,7 @@ const (
 	ProblemRequestCanceled  = ProblemBase + "request-canceled"  // B29
 	ProblemStoreFull        = ProblemBase + "store-full"        // B30
 	ProblemScopeQuota       = ProblemBase + "scope-quota"       // B30
+	ProblemNotCommitted     = ProblemBase + "not-committed"     // B35
 )
 
 // Problem is an RFC 9457 problem the engine answers with (B25). It is also
@@ -139,4 +140,11 @@ func problemStoreFull(retry time.Duration) *Problem {
 func problemScopeQuota(retry time.Duration) *Problem {
 	return &Problem{Type: ProblemScopeQuota, Title: "Too many idempotency keys", Status: 429, Rule: "B30", RetryAfter: retry,
 		Detail: "The request was not processed because this client holds more than its share of the idempotency store. Retry with the same key after the time given in Retry-After, and reuse keys only for retries."}
+}
+
+// problemNotCommitted answers in place of a held response whose record
+// could not commit with the handler's writes (B35).
+func problemNotCommitted(retry time.Duration) *Problem {
+	return &Problem{Type: ProblemNotCommitted, Title: "Request not committed", Status: 503, Rule: "B35", RetryAfter: retry,
+		Detail: "The request ran, but its result could not be committed, so none of its effects were kept. Retry with the same key after the time given in Retry-After."}
 }

@@ -56,25 +56,6 @@ type Route struct {
 	Name string
 }
 
-// Merge returns r with every zero field filled from outer. An adapter uses
-// it to combine stacked route-level settings, r being the one nearer the
-// handler.
-func (r Route) Merge(outer Route) Route {
-	if r.Policy == Inherit {
-		r.Policy = outer.Policy
-	}
-	if r.Store == nil {
-		r.Store = outer.Store
-	}
-	if r.Retention == 0 {
-		r.Retention = outer.Retention
-	}
-	if r.Name == "" {
-		r.Name = outer.Name
-	}
-	return r
-}
-
 // Header gives read access to a set of header fields by name. Names match
 // case-insensitively. net/http's http.Header satisfies it.
 type Header interface {

@@ -89,20 +89,6 @@ type Record struct {
 	NotReplayable bool
 }
 
-// Clone returns a deep copy of r: no slice of the copy shares memory with r.
-func (r *Record) Clone() *Record {
-	if r == nil {
-		return nil
-	}
-	c := *r
-	c.Fingerprint = cloneBytes(r.Fingerprint)
-	c.Body = cloneBytes(r.Body)
-	if r.Header != nil {
-		c.Header = append([]HeaderField(nil), r.Header...)
-	}
-	return &c
-}
-
 func cloneBytes(b []byte) []byte {
 	if b == nil {
 		return nil
@@ -150,4 +136,64 @@ type Store interface {
 	Complete(ctx context.Context, key string, token Token, rec *Record, retention time.Duration) error
 	Release(ctx context.Context, key string, token Token) error
 	Renew(ctx context.Context, key string, token Token, lease time.Duration) error
+}
+
+// LocalStore is an optional interface of a Store whose records live in the
+// process's memory and whose calls never wait on I/O, as MemoryStore's do.
+// The engine takes a faster path with such a store:
+//
+//   - It calls it without a StoreTimeout timer: a call that never waits
+//     needs no deadline. After the handler (Complete, Release, Renew) it
+//     passes a context that is never done and carries none of the
+//     request's values.
+//   - It leases keys with AcquireView instead of Acquire, and replays a
+//     completed record as AcquireView returns it, without a copy.
+//
+// The storetest suite runs its Acquire cases through AcquireView as well
+// when a store implements LocalStore, and checks that a view stays as it
+// was while the store changes.
+//
+// A store that wraps another by embedding its concrete type (a
+// *MemoryStore, say) inherits AcquireView: when the wrapper changes what
+// Acquire does, it must override AcquireView too, or embed the Store
+// interface instead, which hides it.
+type LocalStore interface {
+	Store
+	// AcquireView is Acquire, except that a live record is returned by
+	// value with found set, and may share the bytes of its Fingerprint,
+	// Body and Header strings with the store, which must never write into
+	// them again (a later Complete stores new bytes; a removal drops the
+	// store's reference). Its Header slice is the caller's own, with room
+	// for at least one more field. AcquireView keeps neither key nor
+	// fingerprint once it returns: it copies what it stores.
+	AcquireView(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (rec Record, found bool, err error)
+}
+
+// TransactionalStore is an optional interface of a Store that commits a
+// completed record together with the handler's own writes, in one
+// transaction of its database (B35).
+//
+// When a request wins the lease for key, the engine calls BeginRun before
+// the handler runs. The context BeginRun returns is the handler's context
+// (Lease.Context): it carries whatever the handler needs to write inside
+// the transaction, for instance the transaction itself, under a key the
+// store documents. The engine then ends the lease with Complete or Release
+// called with a context derived from that one (without its cancellation,
+// with StoreTimeout): Complete writes the record inside the transaction
+// and commits it, Release rolls the transaction back and deletes the
+// in-flight record. Renew is called with a context derived from the
+// request's own context instead, on another goroutine while the handler
+// may be using the transaction, so it must not use it.
+//
+// Since the record commits with the handler's writes, the client must get
+// the response only once Complete succeeded: Lease.HoldResponse reports
+// true, and adapters hold the whole response until then, writing the
+// problem of Lease.CommitFailure instead when Complete fails.
+//
+// A BeginRun error is a store failure before the handler: the engine
+// releases the lease and answers 503 (or, with Config.FailOpen, runs the
+// handler untracked).
+type TransactionalStore interface {
+	Store
+	BeginRun(ctx context.Context, key string, token Token) (context.Context, error)
 }

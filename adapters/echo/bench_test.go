@@ -11,9 +11,10 @@ import (
 	"github.com/labstack/echo/v4"
 )
 
-// benchAppMounted mounts idem with e.Use, or, when merged, as a group layer
-// and a route layer that merge on every request.
-func benchAppMounted(b *testing.B, withIdem, merged bool) *echo.Echo {
+// benchAppMounted mounts idem with e.Use, or, when stacked, as a group
+// layer and a route layer, which passes the request the group's layer
+// took charge of.
+func benchAppMounted(b *testing.B, withIdem, stacked bool) *echo.Echo {
 	e := echo.New()
 	answer := `{"order":"ord_0123456789","status":"created","amount":1999,"x":1}`
 	handler := func(c echo.Context) error {
@@ -29,7 +30,7 @@ func benchAppMounted(b *testing.B, withIdem, merged bool) *echo.Echo {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = engine.Close() })
-	if merged {
+	if stacked {
 		e.Group("", idemecho.Middleware(engine)).POST("/orders", handler, idemecho.Required(engine))
 	} else {
 		e.Use(idemecho.Middleware(engine))
@@ -55,11 +56,11 @@ func benchServe(b *testing.B, e *echo.Echo, key func(i int) string) {
 	}
 }
 
-// BenchmarkReplayMerged replays through a group layer and a route layer,
-// which echo composes, and idemecho merges, on every request; compare with
-// BenchmarkReplayUse, one layer mounted with e.Use. The other paths are
-// measured by BenchmarkHTTP.
-func BenchmarkReplayMerged(b *testing.B) {
+// BenchmarkReplayStacked replays through a group layer and a route layer,
+// which echo composes on every request; compare with BenchmarkReplayUse,
+// one layer mounted with e.Use. The other paths are measured by
+// BenchmarkHTTP.
+func BenchmarkReplayStacked(b *testing.B) {
 	benchServe(b, benchAppMounted(b, true, true), func(int) string { return "same-key" })
 }
 

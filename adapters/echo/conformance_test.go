@@ -12,9 +12,11 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 )
 
-// harness serves conformance apps with echo: Recover outermost, a group
-// whose middleware is the app-wide idem layer, and on each route with
-// settings a route-level layer, which merges with the group's (B2).
+// harness serves conformance apps with echo: Recover outermost, the
+// app-wide idem layer, and on each route with settings a route-level layer.
+// Echo runs the app-wide layer first, so it skips the routes that have
+// layers of their own (its Skipper), the echo way to let a route's
+// settings win (B2).
 type harness struct{}
 
 var _ conformance.Harness = harness{}
@@ -26,10 +28,23 @@ func (harness) Serve(t testing.TB, a conformance.App) string {
 	e.HideBanner, e.HidePort = true, true
 	e.Logger.SetOutput(io.Discard) // Recover's stack traces
 	e.Use(middleware.Recover())
-	app := e.Group("", idemecho.Middleware(a.Engine))
+	own := map[string]bool{}
+	for _, r := range a.Routes {
+		if s := r.Settings; s.Policy != 0 || s.Store != nil || s.Retention != 0 {
+			own[r.Method+" "+r.Path] = true
+		}
+	}
+	global, err := idemecho.Config{Engine: a.Engine, Skipper: func(c echo.Context) bool {
+		return own[c.Request().Method+" "+c.Path()]
+	}}.ToMiddleware()
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := e.Group("", global)
 	for _, r := range a.Routes {
 		var layers []echo.MiddlewareFunc
-		if s := r.Settings; s.Policy != 0 || s.Store != nil || s.Retention != 0 {
+		if own[r.Method+" "+r.Path] {
+			s := r.Settings
 			mw, err := idemecho.Config{Engine: a.Engine, Policy: s.Policy, Store: s.Store, Retention: s.Retention}.ToMiddleware()
 			if err != nil {
 				t.Fatalf("route %s %s: %v", r.Method, r.Path, err)

@@ -10,16 +10,19 @@
 //
 // [Middleware] is the layer for a whole application or group, with the
 // engine's default policy. [Required], [Optional], [Exempt] and [Manual] are
-// the same middleware with a policy of its own, meant for single routes,
-// with options for a route's own store and retention ([WithStore],
-// [WithRetention]) and for the application's own problem rendering
-// ([WithProblemHandler]). Mount the application-wide layer on a group, and
-// a route's layer merges with it, the route's settings winning:
+// the same middleware with a policy of its own, meant for single routes.
+// The options are named as in every idem adapter: [Policy], [Store] and
+// [Retention] for a route's own policy, store and retention, [RouteName]
+// for its name in logs and events, [ProblemHandler] for the application's
+// own problem rendering. Echo runs an application's or group's middleware
+// before a route's, so the application-wide layer decides first: mount it
+// Optional or Exempt and let routes opt in (or skip them with its Skipper),
+// and routes take what they leave unset (a store, say) from it:
 //
-//	api := e.Group("", idemecho.Middleware(engine)) // default: Required
-//	api.POST("/orders", createOrder)
-//	api.POST("/payments", createPayment, idemecho.Optional(engine))
-//	api.POST("/webhooks", webhook, idemecho.Exempt(engine))
+//	e.Use(idemecho.Optional(engine, idemecho.Store(shared)))
+//	e.POST("/orders", createOrder, idemecho.Required(engine))
+//	e.POST("/payments", createPayment) // keyed requests tracked, others not
+//	e.POST("/transfers", transfer, idemecho.Manual(engine))
 //
 // [Config] is the echo-style form of all of this: documented fields,
 // defaults from [DefaultConfig], and [Config.ToMiddleware], which reports a
@@ -51,30 +54,21 @@
 // # Stacked layers
 //
 // When several idem layers see one request, only one processes it, with
-// one set of settings (B2):
+// one set of settings (B2). The layers are built on
+// github.com/idemkit/idem/core/adapterkit, and stack the way it does, by
+// a mark on each request: the outermost layer whose decision takes part in
+// idempotency (the request carries a key, or lacks one on a Required
+// route) processes the request and marks it, and every inner idem layer
+// passes it straight through. A layer whose decision does not take part (a
+// safe method, an Exempt policy, an Optional policy without a key) leaves
+// the request to the inner layers, which take the settings they leave
+// unset from it. A layer whose Skipper skips the request takes no part.
 //
-//   - Layers that wrap each other directly merge into one layer, the one
-//     nearest the handler winning each setting it sets. Echo composes a
-//     route's group middleware and route middleware into one chain, so a
-//     group's layer followed by the route's layer merges, as do consecutive
-//     route layers. A layer whose Skipper skips the request takes no part
-//     in the merge.
-//   - Otherwise (a layer mounted with e.Use runs before any group or route
-//     middleware; another middleware may sit between two layers) the
-//     outermost layer whose decision takes part in idempotency processes
-//     the request and marks it, and every inner idem layer passes it
-//     straight through. A layer whose decision does not take part (a safe
-//     method, an Exempt policy, an Optional policy without a key) leaves
-//     the request unmarked, so an inner layer decides.
-//
-// So with e.Use, mount the application-wide layer as Optional or Exempt and
-// let routes opt in with Required or Manual:
-//
-//	e.Use(idemecho.Optional(engine))
-//	e.POST("/orders", createOrder, idemecho.Required(engine))
-//
-// When an inner layer is passed through although its own settings would
-// have changed the outcome (another policy, store or retention), it logs a
-// warning once through the engine's Config.Logger, when one is set, naming
-// the route and the settings that were ignored.
+// So mount application-wide and group layers as Optional or Exempt and
+// let routes opt in with Required or Manual, or skip the routes that have
+// layers of their own with the Skipper. When an inner layer is passed
+// through although its own settings would have changed the outcome
+// (another policy, store or retention), it logs a warning once through the
+// engine's Config.Logger, when one is set, naming the route and the
+// settings that were ignored.
 package idemecho

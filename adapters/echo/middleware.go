@@ -3,24 +3,19 @@ package idemecho
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"reflect"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
-	idemhttp "github.com/idemkit/idem/adapters/nethttp"
 	idem "github.com/idemkit/idem/core"
+	"github.com/idemkit/idem/core/adapterkit"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 )
 
 // Config configures the idempotency middleware, the echo way: fill in the
 // fields you need and call [Config.ToMiddleware]. Zero fields mean the
-// values of [DefaultConfig]; Policy, Store and Retention left zero mean the
-// engine's configuration.
+// values of [DefaultConfig]; Policy, Store and Retention left zero mean an
+// outer idem layer's settings, or else the engine's configuration.
 type Config struct {
 	// Engine decides every request. Required.
 	Engine *idem.Engine
@@ -39,6 +34,9 @@ type Config struct {
 	// Retention is how long the routes' completed records are kept, in
 	// place of the engine's Config.Retention (B27). Zero or at least 1ms.
 	Retention time.Duration
+	// RouteName names each request's route in logs and events. Default:
+	// its echo route pattern, c.Path().
+	RouteName func(c echo.Context) string
 
 	// ProblemHandler, when set, answers in place of the engine's own
 	// application/problem+json rendering wherever the engine refuses a
@@ -57,28 +55,35 @@ var DefaultConfig = Config{
 }
 
 // Option adjusts the Config of a middleware built by [Middleware],
-// [Required], [Optional], [Exempt] or [Manual].
+// [Required], [Optional], [Exempt] or [Manual]. The options are named as
+// in every idem adapter, after the Config fields they set.
 type Option func(*Config)
 
-// WithStore makes the middleware keep its records in s instead of the
-// engine's store (B27).
-func WithStore(s idem.Store) Option { return func(c *Config) { c.Store = s } }
+// Policy sets Config.Policy.
+func Policy(p idem.Policy) Option { return func(c *Config) { c.Policy = p } }
 
-// WithRetention makes the middleware keep completed records for d instead
-// of the engine's retention time (B27).
-func WithRetention(d time.Duration) Option { return func(c *Config) { c.Retention = d } }
+// Store sets Config.Store: the middleware keeps its records in s instead
+// of the engine's store (B27).
+func Store(s idem.Store) Option { return func(c *Config) { c.Store = s } }
 
-// WithProblemHandler makes the middleware answer problems with h instead of
-// the engine's rendering (B25); see Config.ProblemHandler.
-func WithProblemHandler(h func(c echo.Context, p *idem.Problem) error) Option {
+// Retention sets Config.Retention: the middleware keeps completed records
+// for d instead of the engine's retention time (B27).
+func Retention(d time.Duration) Option { return func(c *Config) { c.Retention = d } }
+
+// RouteName sets Config.RouteName.
+func RouteName(f func(c echo.Context) string) Option { return func(c *Config) { c.RouteName = f } }
+
+// ProblemHandler sets Config.ProblemHandler: the middleware answers
+// problems with h instead of the engine's rendering (B25).
+func ProblemHandler(h func(c echo.Context, p *idem.Problem) error) Option {
 	return func(c *Config) { c.ProblemHandler = h }
 }
 
 // Middleware returns the idempotency middleware with the engine's default
-// policy, for a whole application or group; route layers mounted inside a
-// group's layer merge with it (see the package documentation):
+// policy, for a whole application or group (see the package documentation
+// for how it stacks with route layers):
 //
-//	api := e.Group("", idemecho.Middleware(engine))
+//	e.Use(idemecho.Middleware(engine))
 //
 // It panics when engine is nil or an option makes the configuration
 // invalid; use [Config.ToMiddleware] to get an error instead.
@@ -128,137 +133,50 @@ func withPolicy(engine *idem.Engine, policy idem.Policy, opts []Option) echo.Mid
 // is invalid: no Engine, a Policy that is not one of idem's policies, or a
 // Retention that is negative or shorter than 1ms.
 func (cfg Config) ToMiddleware() (echo.MiddlewareFunc, error) {
-	var errs []error
-	if cfg.Engine == nil {
-		errs = append(errs, errors.New("idemecho: config: Engine is nil"))
+	s := adapterkit.Settings[call]{Policy: cfg.Policy, Store: cfg.Store, Retention: cfg.Retention}
+	if f := cfg.RouteName; f != nil {
+		s.RouteName = func(c call) string { return f(c.c) }
 	}
-	route := idem.Route{Policy: cfg.Policy, Store: cfg.Store, Retention: cfg.Retention}
-	if err := route.Validate(); err != nil {
+	if f := cfg.ProblemHandler; f != nil {
+		s.ProblemHandler = func(c call, p *idem.Problem) error { return f(c.c, p) }
+	}
+	kit, err := adapterkit.NewLayer[call](cfg.Engine, framework{}, s)
+	if err != nil {
+		var errs []error
 		for _, problem := range err.(interface{ Unwrap() []error }).Unwrap() {
 			errs = append(errs, fmt.Errorf("idemecho: config: %w", problem))
 		}
+		return nil, errors.Join(errs...)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
+	skip := cfg.Skipper
+	if skip == nil {
+		skip = DefaultConfig.Skipper
 	}
-	if cfg.Skipper == nil {
-		cfg.Skipper = DefaultConfig.Skipper
-	}
-	l := &layer{
-		engine:  cfg.Engine,
-		skipper: cfg.Skipper,
-		problem: cfg.ProblemHandler,
-		route:   route,
-		logger:  cfg.Engine.Config().Logger,
-	}
-	l.alone = []*layer{l}
-	return l.middleware, nil
-}
-
-// handledKey is the echo.Context key under which the layer that processes
-// a request leaves the settings it applied, so inner layers pass through.
-const handledKey = "github.com/idemkit/idem/adapters/echo.handled"
-
-// layer is one idem middleware: one Config turned into a MiddlewareFunc.
-type layer struct {
-	engine  *idem.Engine
-	skipper middleware.Skipper
-	problem func(echo.Context, *idem.Problem) error
-	route   idem.Route
-	logger  *slog.Logger
-	// warned is set once the layer has warned that an outer layer ignored
-	// its settings.
-	warned atomic.Bool
-	// alone is the chain of this layer alone.
-	alone []*layer
-}
-
-// middleware is the layer's echo.MiddlewareFunc. When next is the handler
-// of idem layers of the same engine, the layers merge into one chain that
-// calls their next directly: echo composes a route's middleware (group
-// middleware, then route middleware) per request, so an outer layer sees
-// an inner one that wraps it directly.
-func (l *layer) middleware(next echo.HandlerFunc) echo.HandlerFunc {
-	chain := l.alone
-	if inner, innerNext, ok := layersOf(next); ok && inner[0].engine == l.engine {
-		chain = make([]*layer, 0, 1+len(inner))
-		chain = append(append(chain, l), inner...)
-		next = innerNext
-	}
-	return serveChain(chain, next)
-}
-
-// serveChain returns the handler of chain, idem layers outermost first that
-// run as one: the nearest the handler wins each setting it sets (B2).
-//
-//go:noinline
-func serveChain(chain []*layer, next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if p, ok := c.(*chainProbe); ok {
-			p.chain, p.next = chain, next
-			return nil
-		}
-		return serve(c, chain, next)
-	}
-}
-
-// serveChainCode identifies the handlers serveChain returns.
-var serveChainCode = reflect.ValueOf(serveChain(nil, nil)).Pointer()
-
-// chainProbe is the echo.Context a layer hands to a handler returned by
-// serveChain to learn its chain and next without running it.
-type chainProbe struct {
-	echo.Context
-	chain []*layer
-	next  echo.HandlerFunc
-}
-
-// layersOf reports the chain and next of h when h was returned by
-// serveChain. It calls h only then, with a probe that h answers without
-// running anything.
-func layersOf(h echo.HandlerFunc) ([]*layer, echo.HandlerFunc, bool) {
-	if h == nil || reflect.ValueOf(h).Pointer() != serveChainCode {
-		return nil, nil, false
-	}
-	p := &chainProbe{}
-	_ = h(p)
-	return p.chain, p.next, len(p.chain) > 0
-}
-
-// serve processes one request through a chain of idem layers.
-func serve(c echo.Context, chain []*layer, next echo.HandlerFunc) error {
-	if outer, ok := c.Get(handledKey).(*idem.Route); ok {
-		for _, l := range chain {
-			if !l.skipper(c) {
-				l.warnIgnored(c, outer)
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			if skip(c) {
+				return next(c)
 			}
+			return kit.Serve(call{c: c, next: next})
 		}
-		return next(c)
-	}
-	// Merge the settings of the layers not skipped, the innermost winning.
-	var route idem.Route
-	var problem func(echo.Context, *idem.Problem) error
-	var innermost *layer
-	for i := len(chain) - 1; i >= 0; i-- {
-		l := chain[i]
-		if l.skipper(c) {
-			continue
-		}
-		if innermost == nil {
-			innermost = l
-		}
-		route = route.Merge(l.route)
-		if problem == nil {
-			problem = l.problem
-		}
-	}
-	if innermost == nil {
-		return next(c)
-	}
-	route.Name = c.Path()
-	req := c.Request()
-	ireq := requestPool.Get().(*idem.Request)
-	*ireq = idem.Request{
+	}, nil
+}
+
+// call is the kit's handle on one request.
+type call struct {
+	c    echo.Context
+	next echo.HandlerFunc
+	// sent is the response's writer that Hand replaced with wrapped, the
+	// kit's recording writer, while Next and Fail run.
+	sent, wrapped http.ResponseWriter
+}
+
+// framework tells the kit how echo does things.
+type framework struct{}
+
+func (framework) Request(c call, r *idem.Request) {
+	req := c.c.Request()
+	*r = idem.Request{
 		Method:   req.Method,
 		Path:     req.URL.EscapedPath(),
 		RawQuery: req.URL.RawQuery,
@@ -267,119 +185,62 @@ func serve(c echo.Context, chain []*layer, next echo.HandlerFunc) error {
 		// A declared length lets the engine refuse an oversized body
 		// before reading it.
 		ContentLength: req.ContentLength,
-		Route:         route,
 	}
 	if req.Body != http.NoBody {
-		ireq.Body = req.Body
+		r.Body = req.Body
 	}
-	d := innermost.engine.Begin(ireq)
-	*ireq = idem.Request{}
-	requestPool.Put(ireq)
-	if !d.TookPart() {
-		prepareRequest(c, &d)
-		return next(c)
-	}
-	// One allocation holds the settings that mark the request handled
-	// and, for a run, the recorder.
-	st := &requestState{route: route}
-	c.Set(handledKey, &st.route)
-	switch d.Action {
-	case idem.Respond:
-		if d.Problem != nil && problem != nil {
-			return problem(c, d.Problem)
+}
+
+func (framework) RouteName(c call) string { return c.c.Path() }
+
+func (framework) Mark(c call) *adapterkit.Mark[call] {
+	return adapterkit.MarkFrom[call](c.c.Request().Context())
+}
+
+func (framework) Hand(c call, h adapterkit.Handoff[call]) call {
+	req := c.c.Request()
+	ctx := req.Context()
+	handed := h.Context(ctx)
+	if _, read := h.Body(); read || handed != ctx {
+		req = req.WithContext(handed)
+		if read {
+			req.Body = h.BodyReader()
 		}
+		c.c.SetRequest(req)
+	}
+	if h.Lease() != nil {
 		// Through echo's Response, so that its hooks run and Committed
-		// is set.
-		idemhttp.WriteResponse(c.Response(), d.Response)
-		return nil
-	case idem.Run:
-		return run(c, next, &d, &st.rec)
+		// is set, into the kit's recording writer.
+		res := c.c.Response()
+		c.sent, c.wrapped = res.Writer, h.Wrap(res.Writer)
+		res.Writer = c.wrapped
 	}
-	prepareRequest(c, &d)
-	return next(c)
+	return c
 }
 
-// requestState is what a request that takes part keeps while it runs.
-type requestState struct {
-	route idem.Route
-	rec   idemhttp.Recorder
+func (framework) Next(c call) error {
+	if c.sent != nil {
+		defer c.unwrap()
+	}
+	return c.next(c.c)
 }
 
-// requestPool recycles the requests handed to Engine.Begin, which does
-// not keep them.
-var requestPool = sync.Pool{New: func() any { return new(idem.Request) }}
+// unwrap puts the response's own writer back.
+func (c call) unwrap() { c.c.Response().Writer = c.sent }
 
-// prepareRequest hands the handler the body the engine read (B21) and, on
-// a Manual route, what the engine found (B26).
-func prepareRequest(c echo.Context, d *idem.Decision) {
-	req := c.Request()
-	if d.BodyRead {
-		req.Body = idemhttp.BodyReader(d.Body)
-	}
-	if d.Finding != nil {
-		c.SetRequest(req.WithContext(idem.WithFinding(req.Context(), d.Finding)))
-	}
-}
+// Write writes through echo's Response, so that its hooks run and
+// Committed is set.
+func (framework) Write(c call, resp *idem.Response) { adapterkit.WriteResponse(c.c.Response(), resp) }
 
-// run runs the handler once under d.Lease while recording its response,
-// and completes or releases the lease.
-func run(c echo.Context, next echo.HandlerFunc, d *idem.Decision, rec *idemhttp.Recorder) error {
-	prepareRequest(c, d)
-	res := c.Response()
-	sent := res.Writer
-	// A hijacked connection is the handler's from then on (a WebSocket
-	// session, say): the key is released at once, before the handler
-	// answers on the connection (B19).
-	rec.Reset(sent, d.Lease)
-	defer rec.Recycle() // after Complete or Release, in the deferred function below
-	res.Writer = rec
-	finished := false
-	defer func() {
-		res.Writer = sent
-		if finished {
-			return
-		}
-		v := recover()
-		if !rec.Hijacked() {
-			cause := errors.New("idemecho: the handler exited its goroutine")
-			if v != nil {
-				cause = fmt.Errorf("idemecho: the handler panicked: %v", v)
-			}
-			_ = d.Lease.Release(cause)
-		}
-		if v != nil { // nil: runtime.Goexit, nothing to re-raise
-			panic(v)
-		}
-	}()
-	err := next(c)
-	if err != nil {
-		// Render the error here, so the response is final when the lease
-		// is released (B15).
-		c.Error(err)
+// Fail renders err with the echo instance's HTTPErrorHandler, so the
+// response is final when the key is released (B15), and hands the error
+// on to the outer middleware.
+func (framework) Fail(c call, err error) error {
+	if c.sent != nil {
+		// Through the recording writer again, as the handler wrote.
+		c.c.Response().Writer = c.wrapped
+		defer c.unwrap()
 	}
-	finished = true
-	switch {
-	case rec.Hijacked(): // released by Hijack
-	case err != nil:
-		_ = d.Lease.Release(err)
-	default:
-		_ = d.Lease.Complete(rec.Recorded())
-	}
+	c.c.Error(err)
 	return err
-}
-
-// warnIgnored logs, once per layer, that an outer layer processed a request
-// that this layer's own settings would have treated differently.
-func (l *layer) warnIgnored(c echo.Context, outer *idem.Route) {
-	if l.logger == nil || l.warned.Load() {
-		return
-	}
-	ignored := l.engine.Overrides(l.route, *outer)
-	if len(ignored) == 0 || l.warned.Swap(true) {
-		return
-	}
-	l.logger.LogAttrs(c.Request().Context(), slog.LevelWarn,
-		"idemecho: route-level idempotency settings ignored: an outer idem layer already handled the request; "+
-			"mount the outer layer with Optional or Exempt (or leave the route out with its Skipper) so the route's layer decides",
-		slog.String("route", c.Path()), slog.String("ignored", strings.Join(ignored, ", ")))
 }

@@ -37,7 +37,7 @@ func (harness) Serve(t testing.TB, app conformance.App) string {
 		if r.Settings != (idem.Route{}) {
 			handlers = append(handlers, idemfiber.New(app.Engine, idemfiber.Config{
 				Policy: r.Settings.Policy, Store: r.Settings.Store,
-				Retention: r.Settings.Retention, Name: r.Settings.Name,
+				Retention: r.Settings.Retention,
 			}))
 		}
 		handlers = append(handlers, scripted(r.Handler))

@@ -23,20 +23,23 @@
 //	app.Post("/payments", idemfiber.Optional(engine), pay)        // key optional
 //	app.Post("/webhooks", webhook)                                // never tracked
 //
-// [Config] holds the rest: Next to skip requests, a per-route Store and
-// Retention (B27), the route's Name in logs, and a ProblemHandler that
-// renders the engine's problems the application's way (B25).
+// [Config] holds the rest, named as in every idem adapter: Policy, a
+// per-route Store and Retention (B27), RouteName for the route's name in
+// logs and events, and a ProblemHandler that renders the engine's problems
+// the application's way (B25); and, the Fiber way, Next to skip requests.
 //
 // # Stacking
 //
-// When several idemfiber handlers see one request, only one processes it.
+// The handlers are built on github.com/idemkit/idem/core/adapterkit,
+// which every idem adapter shares, and stack the way it does. When several
+// idemfiber handlers see one request, only one processes it.
 // A handler that takes part (the request carries a key, or its policy
 // requires one) marks the request, and every inner idemfiber handler passes
 // it straight on. A handler that does not take part (a safe method, an
 // Exempt policy, an Optional policy and no key) leaves the request
 // unmarked, so an inner handler decides; the inner handler's settings win
 // and the ones it leaves unset are taken from the outer handler
-// (idem.Route.Merge: the one nearest the handler wins). Fiber runs
+// (the one nearest the handler wins). Fiber runs
 // middleware before it matches the final route, so an outer handler cannot
 // know what the route's handler would decide: the way to mix policies is a
 // global Exempt handler, which carries the shared settings, with routes
@@ -53,7 +56,7 @@
 // route-level Exempt or Manual does not work at all: the global handler
 // already processed the request when the route's handler sees it. The
 // route-level handler then passes through and, when its settings would
-// have changed the outcome (see idem.Engine.Overrides) and the engine has a
+// have changed the outcome (another policy, store or retention) and the engine has a
 // Logger, logs once a warning naming the settings ignored and how to mount
 // it instead (mount the global handler with Exempt, or give it a Next that
 // skips the route).

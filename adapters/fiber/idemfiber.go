@@ -1,10 +1,7 @@
 package idemfiber
 
 import (
-	"context"
 	"errors"
-	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
 	idem "github.com/idemkit/idem/core"
+	"github.com/idemkit/idem/core/adapterkit"
 )
 
 // Config configures one idemfiber handler. The zero value, like
@@ -43,13 +41,14 @@ type Config struct {
 	// Optional. Default: 0, the engine's retention.
 	Retention time.Duration
 
-	// Name names the route in the engine's logs and events.
+	// RouteName names each request's route in the engine's logs and
+	// events.
 	//
 	// Optional. Default: the path of the route fiber matched the handler
 	// on: the route's pattern for a handler mounted on a route, the mount
 	// prefix for one mounted with app.Use (fiber runs middleware before it
 	// knows the final route).
-	Name string
+	RouteName func(c *fiber.Ctx) string
 
 	// ProblemHandler renders the problems the engine answers with itself
 	// (missing or invalid key, key reused, request in flight, ...) the
@@ -83,21 +82,18 @@ func configDefault(config ...Config) Config {
 // own middleware do.
 func New(e *idem.Engine, config ...Config) fiber.Handler {
 	cfg := configDefault(config...)
-	if e == nil {
-		panic("idemfiber: New needs an engine")
+	s := adapterkit.Settings[call]{Policy: cfg.Policy, Store: cfg.Store, Retention: cfg.Retention}
+	if f := cfg.RouteName; f != nil {
+		s.RouteName = func(c call) string { return f(c.c) }
 	}
-	route := idem.Route{Policy: cfg.Policy, Store: cfg.Store, Retention: cfg.Retention}
-	if err := route.Validate(); err != nil {
-		panic("idemfiber: Config." + err.Error())
+	if f := cfg.ProblemHandler; f != nil {
+		s.ProblemHandler = func(c call, p *idem.Problem) error { return f(c.c, p) }
 	}
-	l := &layer{
-		engine: e,
-		next:   cfg.Next,
-		name:   cfg.Name,
-		own:    settings{route: route, problem: cfg.ProblemHandler},
-		logger: e.Config().Logger,
+	kit, err := adapterkit.NewLayer[call](e, framework{}, s)
+	if err != nil {
+		panic("idemfiber: Config: " + strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
-	l.hasSettings = l.own.route != (idem.Route{}) || l.own.problem != nil
+	l := &layer{kit: kit, next: cfg.Next}
 	return l.handle
 }
 
@@ -136,136 +132,70 @@ func withPolicy(e *idem.Engine, p idem.Policy, config []Config) fiber.Handler {
 	return New(e, cfg)
 }
 
-// Keys of the fasthttp user values through which stacked layers see each
-// other. A handledKey value is the *settings that the layer which took
-// part in the request applied; an outerKey value is the *settings of the
-// outer layers that did not.
-type (
-	handledKey struct{}
-	outerKey   struct{}
-)
-
-// beginState holds what one call of Engine.Begin needs, and the view of
-// the response header a run hands to Lease.Complete. The engine keeps
-// neither past those calls, so it is pooled rather than allocated for
-// every request.
-type beginState struct {
-	req     idem.Request
-	reqHdr  requestHeader
-	respHdr responseHeader
-}
-
-// put clears st and returns it to the pool.
-func (st *beginState) put() {
-	*st = beginState{}
-	beginPool.Put(st)
-}
-
-var beginPool = sync.Pool{New: func() any { return new(beginState) }}
-
-// settings are what a layer passes on to inner layers when it does not
-// take part in a request: its route settings (without a name) and its
-// problem rendering.
-type settings struct {
-	route   idem.Route
-	problem func(c *fiber.Ctx, p *idem.Problem) error
-}
-
-// merge returns s with every unset field taken from outer.
-func (s settings) merge(outer *settings) settings {
-	s.route = s.route.Merge(outer.route)
-	if s.problem == nil {
-		s.problem = outer.problem
-	}
-	return s
-}
-
 // layer is one idemfiber handler.
 type layer struct {
-	engine      *idem.Engine
-	next        func(c *fiber.Ctx) bool
-	name        string
-	own         settings
-	hasSettings bool
-	logger      *slog.Logger
-	warned      atomic.Bool
-	fold        atomic.Pointer[appFold]
+	kit  *adapterkit.Layer[call]
+	next func(c *fiber.Ctx) bool
+	fold atomic.Pointer[appFold]
 }
 
 func (l *layer) handle(c *fiber.Ctx) error {
 	if l.next != nil && l.next(c) {
 		return c.Next()
 	}
-	fctx := c.Context()
-	if outer, ok := fctx.UserValue(handledKey{}).(*settings); ok {
-		l.warnIgnored(c, outer)
-		return c.Next()
-	}
-	eff := &l.own
-	if outer, ok := fctx.UserValue(outerKey{}).(*settings); ok {
-		merged := l.own.merge(outer)
-		eff = &merged
-	}
-	route := eff.route
-	route.Name = l.name
-	if route.Name == "" {
-		route.Name = c.Route().Path
-	}
+	st := scratchPool.Get().(*scratch)
+	err := l.kit.Serve(call{c: c, st: st, fold: l.foldFor(c.App())})
+	st.put()
+	return err
+}
 
-	fold := l.foldFor(c.App())
-	st := beginPool.Get().(*beginState)
-	st.req = idem.Request{
-		Method:   method(c.Method()),
-		Path:     c.Path(),
+// call is the kit's handle on one request.
+type call struct {
+	c    *fiber.Ctx
+	st   *scratch
+	fold bool
+}
+
+// scratch holds the views of fasthttp's headers that the engine reads
+// inside Begin and Lease.Complete, which keep neither: it is pooled
+// rather than allocated for every request.
+type scratch struct {
+	reqHdr  requestHeader
+	respHdr responseHeader
+}
+
+// put clears st and returns it to the pool.
+func (st *scratch) put() {
+	*st = scratch{}
+	scratchPool.Put(st)
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// markKey is the fasthttp user value under which a layer leaves its mark
+// for the layers inside it.
+type markKey struct{}
+
+// framework tells the kit how Fiber does things. Fiber holds the whole
+// response until the handler returns, so it is Buffered.
+type framework struct{}
+
+func (framework) Request(c call, r *idem.Request) {
+	fctx := c.c.Context()
+	*r = idem.Request{
+		Method:   method(c.c.Method()),
+		Path:     c.c.Path(),
 		RawQuery: utils.UnsafeString(fctx.URI().QueryString()),
-		Header:   viewRequestHeader(&st.reqHdr, &fctx.Request.Header, fold),
-		Context:  c.UserContext(),
-		Route:    route,
+		Header:   viewRequestHeader(&c.st.reqHdr, &fctx.Request.Header, c.fold),
+		Context:  c.c.UserContext(),
 	}
 	// fasthttp holds the body in memory unless StreamRequestBody is on: the
 	// engine then fingerprints fasthttp's buffer in place, without a copy,
 	// and the handler reads that buffer untouched (B21).
-	stream := fctx.RequestBodyStream()
-	if stream != nil {
-		st.req.Body = stream
+	if stream := fctx.RequestBodyStream(); stream != nil {
+		r.Body = stream
 	} else if b := fctx.Request.Body(); len(b) > 0 {
-		st.req.BodyBytes = b
-	}
-	d := l.engine.Begin(&st.req)
-	if d.Action == idem.Run {
-		st.req, st.reqHdr = idem.Request{}, requestHeader{}
-	} else {
-		st.put()
-	}
-
-	if stream != nil && d.BodyRead {
-		// The engine drained the stream: hand the handler the bytes read.
-		fctx.Request.SetBodyRaw(d.Body)
-	}
-	if !d.TookPart() {
-		// Let an inner layer decide, with these settings for what it
-		// leaves unset.
-		if eff != &l.own || l.hasSettings {
-			fctx.SetUserValue(outerKey{}, eff)
-		}
-		return c.Next()
-	}
-	fctx.SetUserValue(handledKey{}, eff)
-
-	switch d.Action {
-	case idem.Respond:
-		if d.Problem != nil && eff.problem != nil {
-			return eff.problem(c, d.Problem)
-		}
-		writeResponse(c, d.Response)
-		return nil
-	case idem.Run:
-		return l.run(c, d.Lease, fold, st)
-	default: // Pass that took part: a Manual finding, or fail-open.
-		if d.Finding != nil {
-			c.SetUserContext(idem.WithFinding(c.UserContext(), d.Finding))
-		}
-		return c.Next()
+		r.BodyBytes = b
 	}
 }
 
@@ -293,17 +223,41 @@ func ErrorHandler(e *idem.Engine, next fiber.ErrorHandler) fiber.ErrorHandler {
 		if limit <= 0 {
 			limit = fiber.DefaultBodyLimit
 		}
-		writeResponse(c, e.RenderProblem(idem.NewTooLargeProblem(limit)))
+		framework{}.Write(call{c: c}, e.RenderProblem(idem.NewTooLargeProblem(limit)))
 		return nil
 	}
 }
 
-// writeResponse writes an engine response: its header fields in order,
-// replacing fields of the same name already set, as idemhttp's
-// WriteResponse does; its status and its body. fasthttp sets
-// Content-Length from the body.
-func writeResponse(c *fiber.Ctx, r *idem.Response) {
-	resp := c.Response()
+func (framework) RouteName(c call) string { return c.c.Route().Path }
+
+func (framework) Mark(c call) *adapterkit.Mark[call] {
+	m, _ := c.c.Context().UserValue(markKey{}).(*adapterkit.Mark[call])
+	return m
+}
+
+func (framework) Hand(c call, h adapterkit.Handoff[call]) call {
+	fctx := c.c.Context()
+	if h.Mark != nil {
+		fctx.SetUserValue(markKey{}, h.Mark)
+	}
+	if ctx, ok := h.HandlerContext(); ok {
+		c.c.SetUserContext(ctx)
+	}
+	if body, read := h.Body(); read {
+		// The engine drained the request stream: hand the handler the
+		// bytes read.
+		fctx.Request.SetBodyRaw(body)
+	}
+	return c
+}
+
+func (framework) Next(c call) error { return c.c.Next() }
+
+// Write writes an engine response: its header fields in order, replacing
+// fields of the same name already set; its status and its body. fasthttp
+// sets Content-Length from the body.
+func (framework) Write(c call, r *idem.Response) {
+	resp := c.c.Response()
 	for i, f := range r.Header {
 		if repeated(r.Header[:i], f.Name) {
 			resp.Header.Add(f.Name, f.Value)
@@ -317,6 +271,44 @@ func writeResponse(c *fiber.Ctx, r *idem.Response) {
 	resp.SetBody(r.Body)
 }
 
+// Fail renders err as fiber would after the chain returns, so that the
+// client's response is final before the key is released (B15). The error
+// is handled: outer handlers see nil, as with fiber's logger middleware.
+func (framework) Fail(c call, err error) error {
+	if herr := c.c.App().ErrorHandler(c.c, err); herr != nil {
+		_ = c.c.SendStatus(fiber.StatusInternalServerError)
+	}
+	return nil
+}
+
+// Recorded reads the response fiber holds: status, the engine's view of
+// its header, and its body when it fits.
+func (framework) Recorded(c call, maxBody int) (idem.Recorded, bool) {
+	fctx := c.c.Context()
+	if fctx.Hijacked() {
+		return idem.Recorded{}, true // B19
+	}
+	resp := &fctx.Response
+	rec := idem.Recorded{Status: resp.StatusCode(), Header: viewResponseHeader(&c.st.respHdr, &resp.Header, c.fold)}
+	if resp.IsBodyStream() {
+		// SendStream, SetBodyStreamWriter, large files: the body is sent
+		// after the handler returns and cannot be recorded (B19).
+		rec.Streamed = true
+	} else if body := resp.Body(); len(body) > maxBody {
+		rec.Truncated = true
+	} else {
+		// Complete hands the body to the store before it returns, and a
+		// store copies what it keeps (idem.Store contract), so fasthttp's
+		// buffer is safe to pass as is.
+		rec.Body = body
+	}
+	return rec, false
+}
+
+// Discard drops the response the chain left, before the kit writes a
+// problem in its place.
+func (framework) Discard(c call) { c.c.Response().Reset() }
+
 // repeated reports whether a field called name is among fields.
 func repeated(fields []idem.HeaderField, name string) bool {
 	for _, f := range fields {
@@ -325,81 +317,6 @@ func repeated(fields []idem.HeaderField, name string) bool {
 		}
 	}
 	return false
-}
-
-var errHijacked = errors.New("idemfiber: the handler hijacked the connection")
-
-// run runs the rest of the chain under lease and reports how it ended. It
-// returns st to its pool when the chain returned.
-func (l *layer) run(c *fiber.Ctx, lease *idem.Lease, fold bool, st *beginState) error {
-	finished := false
-	defer func() {
-		if finished {
-			return
-		}
-		// The chain panicked (or called runtime.Goexit): give the lease up
-		// and let the panic go on to fiber's recover middleware (B15).
-		if r := recover(); r != nil {
-			_ = lease.Release(fmt.Errorf("idemfiber: handler panicked: %v", r))
-			panic(r)
-		}
-		_ = lease.Release(errors.New("idemfiber: handler did not return"))
-	}()
-	err := c.Next()
-	finished = true
-	defer st.put()
-
-	fctx := c.Context()
-	if err != nil {
-		// Render the error here, as fiber would after the chain returns, so
-		// that the client's response is final; then give the lease up
-		// (B15). The error is handled: outer handlers see nil, as with
-		// fiber's logger middleware.
-		if herr := c.App().ErrorHandler(c, err); herr != nil {
-			_ = c.SendStatus(fiber.StatusInternalServerError)
-		}
-		_ = lease.Release(err)
-		return nil
-	}
-	if fctx.Hijacked() {
-		_ = lease.Release(errHijacked) // B19
-		return nil
-	}
-	resp := &fctx.Response
-	rec := idem.Recorded{Status: resp.StatusCode(), Header: viewResponseHeader(&st.respHdr, &resp.Header, fold)}
-	if resp.IsBodyStream() {
-		// SendStream, SetBodyStreamWriter, large files: the body is sent
-		// after the handler returns and cannot be recorded (B19).
-		rec.Streamed = true
-	} else if body := resp.Body(); len(body) > lease.MaxBody() {
-		rec.Truncated = true
-	} else {
-		// Complete hands the body to the store before it returns, and a
-		// store copies what it keeps (idem.Store contract), so fasthttp's
-		// buffer is safe to pass as is.
-		rec.Body = body
-	}
-	_ = lease.Complete(rec) // a failure is reported by the engine (B23)
-	return nil
-}
-
-// warnIgnored logs, once per layer, that an outer layer which handled the
-// request with the settings outer ignored settings of l that would have
-// changed the outcome (B2).
-func (l *layer) warnIgnored(c *fiber.Ctx, outer *settings) {
-	if l.logger == nil || outer == &l.own || l.warned.Load() {
-		return
-	}
-	ignored := l.engine.Overrides(l.own.route, outer.route)
-	if len(ignored) == 0 || l.warned.Swap(true) {
-		return
-	}
-	l.logger.LogAttrs(context.Background(), slog.LevelWarn,
-		"idemfiber: route-level idempotency setting ignored: an outer idemfiber handler already handled the request",
-		slog.String("route", c.Route().Path),
-		slog.String("ignored", strings.Join(ignored, ", ")),
-		slog.String("fix", "mount the outer idemfiber handler with the Exempt policy (or skip this route with its Config.Next) and opt routes in with Required, Optional or Manual"),
-	)
 }
 
 // appFold remembers whether an app matches header names as sent.

@@ -538,7 +538,7 @@ func TestStacking(t *testing.T) {
 				t.Errorf("retry: replayed %q after %d calls, want a replay", r.header.Get(idem.ReplayedHeader), calls.Load())
 			}
 			cl.post("/orders", "o2", nil)
-			if n := logs.count("route-level idempotency setting ignored"); n != tc.warnings {
+			if n := logs.count("route-level setting ignored"); n != tc.warnings {
 				t.Errorf("warning logged %d times, want %d", n, tc.warnings)
 			}
 		})

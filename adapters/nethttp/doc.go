@@ -33,27 +33,34 @@
 //     idempotency (it carries a key, or lacks one on a Required route),
 //     that layer handles it and every inner layer passes it straight
 //     through. When it does not (a safe method, an Exempt layer, an
-//     Optional layer without a key), the request goes on unmarked and the
-//     next inner layer decides. So a global Exempt or Optional Middleware
-//     with routes that opt in with Required or Manual works as expected.
+//     Optional layer without a key), it leaves the request to the next
+//     inner layer, which takes the settings it leaves unset from the outer
+//     one. So a global Exempt or Optional Middleware with routes that opt
+//     in with Required or Manual works as expected, and the routes share
+//     the global layer's Store or Retention unless they set their own.
 //
 // When an inner layer passes a request through although its own settings
-// would have changed the outcome (another policy, store or retention; see
-// idem.Engine.Overrides), its settings were ignored: it logs a warning once
-// through the engine's Config.Logger, when one is set, naming the route and
-// the settings ignored. Mount such route-level settings directly around the handler,
+// would have changed the outcome (another policy, store or retention), its
+// settings were ignored: it logs a warning once through the engine's
+// Config.Logger, when one is set, naming the route and the settings
+// ignored. Mount such route-level settings directly around the handler,
 // or make the global Middleware Exempt or Optional so routes can opt in.
 //
 // # Responses
 //
-// A handler that runs under a lease writes through a [Recorder], which
-// passes every byte on to the client at once while it records the status,
-// the header and up to the engine's response body limit. The Recorder keeps
-// http.Flusher, http.Hijacker and io.ReaderFrom working and has an Unwrap
-// method for http.ResponseController. A flushed response, or one over the
-// limit, is recorded as not replayable; a hijacked connection releases the
-// key as soon as the handler holds it; a handler that panics releases the key and the panic goes on to
-// net/http's own recovery.
+// The layers are built on github.com/idemkit/idem/core/adapterkit, which
+// every idem adapter shares. A handler that runs under a lease writes
+// through the kit's recording writer, which passes every byte on to the
+// client at once while it records the status, the header as it stands
+// when the first body byte is written (or when the handler returns, for a
+// status-only response) and up to the engine's response body limit. It
+// keeps http.Flusher, http.Hijacker and io.ReaderFrom working and has an
+// Unwrap method for http.ResponseController. A flushed response, or one
+// over the limit, is recorded as not replayable; a hijacked connection
+// releases the key as soon as the handler holds it; a handler that panics
+// releases the key and the panic goes on to net/http's own recovery. With
+// a transactional store (idem.TransactionalStore) the response is held
+// until the record commits.
 //
 // The handler reads exactly the bytes the client sent, even though the
 // engine read the body first to fingerprint it.

@@ -50,7 +50,10 @@ type NewStore func(tb testing.TB) idem.Store
 // calls newStore once per case, in the case's own subtest. Each case is
 // named after the rule of the behaviour contract it serves and then after
 // what it checks ("B11/AcquireAbsent"); go test -run 'TestStore/B16/'
-// selects the cases of one rule.
+// selects the cases of one rule. A store that implements idem.LocalStore
+// runs every case a second time on the path the engine then takes (lookups
+// through AcquireView), under LocalStore/, with the cases of the views
+// themselves.
 func Run(t *testing.T, newStore NewStore) {
 	t.Helper()
 	for _, c := range cases {
@@ -60,6 +63,7 @@ func Run(t *testing.T, newStore NewStore) {
 			c.run(f)
 		})
 	}
+	runLocal(t, newStore)
 }
 
 // A testCase checks one part of the Store contract.
