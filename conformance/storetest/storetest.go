@@ -53,7 +53,9 @@ type NewStore func(tb testing.TB) idem.Store
 // selects the cases of one rule. A store that implements idem.LocalStore
 // runs every case a second time on the path the engine then takes (lookups
 // through AcquireView), under LocalStore/, with the cases of the views
-// themselves.
+// themselves; one that implements idem.TransactionalStore runs the cases
+// of its runs (BeginRun, then Complete or Release), under
+// TransactionalStore/.
 func Run(t *testing.T, newStore NewStore) {
 	t.Helper()
 	for _, c := range cases {
@@ -64,6 +66,7 @@ func Run(t *testing.T, newStore NewStore) {
 		})
 	}
 	runLocal(t, newStore)
+	runTransactional(t, newStore)
 }
 
 // A testCase checks one part of the Store contract.
