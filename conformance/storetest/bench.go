@@ -108,7 +108,6 @@ func (x *bench) acquireNew(lease time.Duration) (string, idem.Token, error) {
 	key, tok := x.newKey(), newToken()
 	rec, err := x.s.Acquire(x.ctx, key, tok, x.fp, lease)
 	if err == nil && rec != nil {
-		//lint:ignore ST1005 the message starts with the method's name, Acquire
 		err = fmt.Errorf("Acquire on the new key %q returned a %s record", key, rec.State)
 	}
 	return key, tok, err

@@ -58,9 +58,11 @@ func (s *Settings[C]) zero() bool {
 func (s *Settings[C]) validate() []error {
 	var errs []error
 	if s.Policy > idem.Manual {
+		//lint:ignore ST1005 the message starts with the setting's name, Policy
 		errs = append(errs, fmt.Errorf("Policy %d is not a policy", s.Policy))
 	}
 	if s.Retention < 0 || s.Retention > 0 && s.Retention < time.Millisecond {
+		//lint:ignore ST1005 the message starts with the setting's name, Retention
 		errs = append(errs, fmt.Errorf("Retention %v is neither 0 nor at least 1ms", s.Retention))
 	}
 	return errs
