@@ -44,8 +44,8 @@
 //     passes it straight through, logging a warning once through the
 //     engine's Config.Logger when its own settings were ignored. When it
 //     does not (a safe method, an Exempt layer, an Optional layer without a
-//     key), the next layer decides, taking the settings it leaves unset
-//     (a store, say) from the outer one.
+//     key), the next layer decides, taking the Store, Retention and
+//     ProblemHandler it leaves unset from the outer one.
 //
 // So a layer in a router's own r.Use should be Exempt or Optional, with
 // routes opting in through Required or Manual (or put the default in an

@@ -17,7 +17,8 @@
 // own problem rendering. Echo runs an application's or group's middleware
 // before a route's, so the application-wide layer decides first: mount it
 // Optional or Exempt and let routes opt in (or skip them with its Skipper),
-// and routes take what they leave unset (a store, say) from it:
+// and routes take the Store, Retention and ProblemHandler they leave unset
+// from it:
 //
 //	e.Use(idemecho.Optional(engine, idemecho.Store(shared)))
 //	e.POST("/orders", createOrder, idemecho.Required(engine))
@@ -61,8 +62,9 @@
 // route) processes the request and marks it, and every inner idem layer
 // passes it straight through. A layer whose decision does not take part (a
 // safe method, an Exempt policy, an Optional policy without a key) leaves
-// the request to the inner layers, which take the settings they leave
-// unset from it. A layer whose Skipper skips the request takes no part.
+// the request to the inner layers, which take from it the Store, Retention
+// and ProblemHandler they leave unset (their policy is their own). A layer
+// whose Skipper skips the request takes no part.
 //
 // So mount application-wide and group layers as Optional or Exempt and
 // let routes opt in with Required or Manual, or skip the routes that have

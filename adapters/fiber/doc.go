@@ -37,9 +37,9 @@
 // requires one) marks the request, and every inner idemfiber handler passes
 // it straight on. A handler that does not take part (a safe method, an
 // Exempt policy, an Optional policy and no key) leaves the request
-// unmarked, so an inner handler decides; the inner handler's settings win
-// and the ones it leaves unset are taken from the outer handler
-// (the one nearest the handler wins). Fiber runs
+// to an inner handler, which decides with its own policy and takes the
+// Store, Retention and ProblemHandler it leaves unset from the outer
+// handler (the one nearest the handler wins). Fiber runs
 // middleware before it matches the final route, so an outer handler cannot
 // know what the route's handler would decide: the way to mix policies is a
 // global Exempt handler, which carries the shared settings, with routes

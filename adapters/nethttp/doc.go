@@ -34,8 +34,9 @@
 //     that layer handles it and every inner layer passes it straight
 //     through. When it does not (a safe method, an Exempt layer, an
 //     Optional layer without a key), it leaves the request to the next
-//     inner layer, which takes the settings it leaves unset from the outer
-//     one. So a global Exempt or Optional Middleware with routes that opt
+//     inner layer, which decides with its own policy and takes the Store,
+//     Retention and ProblemHandler it leaves unset from the outer one. So
+//     a global Exempt or Optional Middleware with routes that opt
 //     in with Required or Manual works as expected, and the routes share
 //     the global layer's Store or Retention unless they set their own.
 //

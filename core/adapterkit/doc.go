@@ -55,10 +55,12 @@
 // retention; the warning names them). A layer
 // whose decision does not take part in idempotency (a safe method, an
 // Exempt policy, an Optional policy and no key) leaves the request to the
-// inner layers with a mark that carries its settings: an inner layer
-// merges with them, its own settings winning (the layer nearest the
-// handler wins, B2). So the outermost layer that takes part processes the
-// request. A layer that runs before the router picks the route cannot
+// inner layers; when it sets a Store, a Retention or a ProblemHandler it
+// hands them on with a mark, and an inner layer takes those it leaves
+// unset itself (its own settings win, B2; its Policy is its own: the
+// outer layer's policy already had its say by letting the request
+// through). So the outermost layer that takes part processes the request.
+// A layer with no settings to hand on leaves no mark, which costs nothing. A layer that runs before the router picks the route cannot
 // know the route's own layer: mount it Exempt or Optional and let routes
 // opt in, or let it skip routes that have layers of their own.
 //

@@ -279,6 +279,15 @@ func TestStacking(t *testing.T) {
 	if !slices.Equal(problems, []string{"B6"}) {
 		t.Errorf("problems through the outer ProblemHandler: %v, want [B6]", problems)
 	}
+	problems = nil
+
+	// The inner layer's policy is its own: under the outer Exempt layer
+	// an inner layer without a policy has the engine's, Required.
+	runs = 0
+	h = handler(outer(mw(t, e, adapterkit.Settings[call]{})(ok)))
+	if post(h, "", ""); len(problems) != 1 || runs != 0 {
+		t.Fatalf("inner layer without a policy under an outer Exempt one: problems %v after %d runs, want the engine's Required (B6, through the outer ProblemHandler)", problems, runs)
+	}
 
 	// Outer Required takes part; inner Exempt passes and warns once.
 	runs = 0
@@ -404,6 +413,19 @@ func TestWriteResponseHeader(t *testing.T) {
 		}
 		if w.Code != 201 || w.Body.String() != "{}" {
 			t.Errorf("%d extra fields: %d %q", extra, w.Code, w.Body.String())
+		}
+	}
+}
+
+// A layer that leaves a request to the rest of the chain with nothing to
+// hand on (its policy only) leaves no mark and allocates nothing.
+func TestPassingLayerAllocatesNothing(t *testing.T) {
+	e := newEngine(t, idem.Config{})
+	for _, policy := range []idem.Policy{idem.Exempt, idem.Optional} {
+		h := mw(t, e, adapterkit.Settings[call]{Policy: policy})(func(w http.ResponseWriter, r *http.Request) error { return nil })
+		w, r := httptest.NewRecorder(), httptest.NewRequest("POST", "/hooks", nil)
+		if n := testing.AllocsPerRun(100, func() { _ = h(w, r) }); n != 0 {
+			t.Errorf("%v layer passing a keyless POST: %v allocations, want 0", policy, n)
 		}
 	}
 }

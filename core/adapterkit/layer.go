@@ -169,10 +169,10 @@ func (l *Layer[C]) Serve(c C) error {
 	}
 	own := &l.own
 	if mark != nil {
-		// An outer layer left the request to inner ones: merge with its
-		// settings, the nearer layer winning.
+		// An outer layer left the request to inner ones: take what it
+		// hands on where this layer sets nothing.
 		own = new(marks[C])
-		own.init(l, l.settings.under(&mark.settings))
+		own.init(l, l.settings.inherit(&mark.settings))
 	}
 	s := &own.taken.settings
 	req := requests.Get().(*idem.Request)
@@ -189,9 +189,9 @@ func (l *Layer[C]) Serve(c C) error {
 	h := Handoff[C]{body: d.Body, bodyRead: d.BodyRead}
 	switch {
 	case !d.TookPart():
-		// Inner layers decide, merging with these settings (a safe
-		// method passes every layer of the engine anyway).
-		if !safe && !s.zero() {
+		// Inner layers decide, taking the settings this layer hands on
+		// (a safe method passes every layer of the engine anyway).
+		if !safe && s.handsOn() {
 			h.Mark = &own.passed
 		}
 		if h.Mark == nil && !h.bodyRead {

@@ -50,8 +50,28 @@ func (s Settings[C]) under(outer *Settings[C]) Settings[C] {
 	return s
 }
 
-func (s *Settings[C]) zero() bool {
-	return s.Policy == idem.Inherit && s.Store == nil && s.Retention == 0 && s.RouteName == nil && s.ProblemHandler == nil
+// handsOn reports whether s holds settings that a layer which leaves a
+// request to inner layers hands on to them (see inherit).
+func (s *Settings[C]) handsOn() bool {
+	return s.Store != nil || s.Retention != 0 || s.ProblemHandler != nil
+}
+
+// inherit returns s with the Store, Retention and ProblemHandler it
+// leaves unset taken from outer, the settings of a layer that left the
+// request to this one. Policy and RouteName stay s's: the outer layer's
+// policy has had its say (it let the request through), and each layer
+// names the request's route itself.
+func (s Settings[C]) inherit(outer *Settings[C]) Settings[C] {
+	if s.Store == nil {
+		s.Store = outer.Store
+	}
+	if s.Retention == 0 {
+		s.Retention = outer.Retention
+	}
+	if s.ProblemHandler == nil {
+		s.ProblemHandler = outer.ProblemHandler
+	}
+	return s
 }
 
 // validate returns one error per setting that cannot serve a route.
