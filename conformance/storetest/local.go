@@ -15,13 +15,25 @@ import (
 // the cases of the views themselves. A store that does not implement it
 // skips the group.
 func runLocal(t *testing.T, newStore NewStore) {
-	t.Run("LocalStore", func(t *testing.T) {
-		if _, ok := newStore(t).(idem.LocalStore); !ok {
-			t.Skip("the store does not implement idem.LocalStore")
+	local := func(s idem.Store) (idem.Store, bool) {
+		l, ok := s.(idem.LocalStore)
+		return viewStore{l}, ok
+	}
+	runGroup(t, "LocalStore", newStore, local, append(cases[:len(cases):len(cases)], localCases...))
+}
+
+// runGroup runs cases under name on the stores newStore makes, each seen
+// through as, which reports whether the store implements the interface
+// idem.<name>; when the first store it tries does not, the group skips.
+func runGroup(t *testing.T, name string, newStore NewStore, as func(idem.Store) (idem.Store, bool), cases []testCase) {
+	t.Run(name, func(t *testing.T) {
+		if _, ok := as(newStore(t)); !ok {
+			t.Skip("the store does not implement idem." + name)
 		}
-		for _, c := range append(cases[:len(cases):len(cases)], localCases...) {
+		for _, c := range cases {
 			t.Run(c.name, func(t *testing.T) {
-				f := newFixture(t, c, viewStore{newStore(t).(idem.LocalStore)})
+				s, _ := as(newStore(t))
+				f := newFixture(t, c, s)
 				defer f.stop()
 				c.run(f)
 			})

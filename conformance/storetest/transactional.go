@@ -12,18 +12,11 @@ import (
 // path the engine takes with such a store (B35). A store that does not
 // implement it skips the group.
 func runTransactional(t *testing.T, newStore NewStore) {
-	t.Run("TransactionalStore", func(t *testing.T) {
-		if _, ok := newStore(t).(idem.TransactionalStore); !ok {
-			t.Skip("the store does not implement idem.TransactionalStore")
-		}
-		for _, c := range transactionalCases {
-			t.Run(c.name, func(t *testing.T) {
-				f := newFixture(t, c, newStore(t))
-				defer f.stop()
-				c.run(f)
-			})
-		}
-	})
+	transactional := func(s idem.Store) (idem.Store, bool) {
+		_, ok := s.(idem.TransactionalStore)
+		return s, ok
+	}
+	runGroup(t, "TransactionalStore", newStore, transactional, transactionalCases)
 }
 
 var transactionalCases = []testCase{

@@ -32,20 +32,12 @@ type Settings[C any] struct {
 // under returns s with every field it leaves zero taken from outer: the
 // layer nearer the handler wins (B2).
 func (s Settings[C]) under(outer *Settings[C]) Settings[C] {
+	s = s.inherit(outer)
 	if s.Policy == idem.Inherit {
 		s.Policy = outer.Policy
 	}
-	if s.Store == nil {
-		s.Store = outer.Store
-	}
-	if s.Retention == 0 {
-		s.Retention = outer.Retention
-	}
 	if s.RouteName == nil {
 		s.RouteName = outer.RouteName
-	}
-	if s.ProblemHandler == nil {
-		s.ProblemHandler = outer.ProblemHandler
 	}
 	return s
 }
