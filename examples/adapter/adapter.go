@@ -8,7 +8,7 @@ import (
 )
 
 // This file is the whole idem adapter for the router in router.go, on
-// github.com/idemkit/idem/core/adapterkit: six small methods that say how
+// github.com/idemkit/idem/core/adapterkit: seven small methods that say how
 // this router does things. The kit does the rest (deciding, stacking,
 // recording, replaying, releasing on panic or error).
 

@@ -2,6 +2,7 @@ package tiny_test
 
 import (
 	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -49,7 +50,7 @@ func (harness) Serve(t testing.TB, app conformance.App) string {
 		r.Handle(rt.Method, rt.Path, append(chain, scripted(rt.Handler))...)
 	}
 	srv := httptest.NewUnstartedServer(r)
-	srv.Config.ErrorLog = nil
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // scripted panics
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv.URL
