@@ -19,6 +19,17 @@
 // middleware hands over with [WithPrincipal], else the Authorization
 // header (B32).
 //
+// The fingerprint (B9) that tells a retry from another request under the
+// same key is by default the 128-bit XXH3 hash of method, path, raw query
+// and body ([DefaultFingerprint]), not a cryptographic one: every input
+// is the requester's own and it is compared only within one storage key,
+// so it must make an accidental match negligible (2^-128), not resist an
+// adversary. The storage key (B8), which keeps scopes apart, stays
+// SHA-256 ([DefaultEncodeKey]). XXH3 hashes a 1 KiB body about ten times
+// faster than SHA-256 here (BENCHMARKS.md), which is why this package
+// depends on github.com/zeebo/xxh3. Records fingerprinted with SHA-256 by
+// earlier versions still match ([SHA256Fingerprint]).
+//
 // The engine implements the behaviour contract of the project (B1–B34);
 // the comments name the rule each piece serves.
 package idem

@@ -340,7 +340,7 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 			ev.Outcome, ev.Err = StoreError, err
 			return e.problem(ctx, ev, problemStoreUnavailable(storeRetryAfter))
 		}
-		if fp != nil && rec.Fingerprint != nil && !bytes.Equal(fp, rec.Fingerprint) {
+		if fp != nil && rec.Fingerprint != nil && !e.sameRequest(fp, rec.Fingerprint, r, body) {
 			return e.found(ctx, ev, policy, d, &Finding{Kind: FoundMismatch, Problem: problemKeyReused()}, Mismatch)
 		}
 		if rec.State == Completed {
@@ -376,6 +376,25 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 	}
 	ev.Outcome = InFlightConflict
 	return e.problem(ctx, ev, problemInFlight(e.cfg.InFlightStatus, inFlightRetryAfter))
+}
+
+// sameRequest reports whether fp, the request's fingerprint, matches
+// stored, the fingerprint of the record under its storage key (B9, B10).
+// With the default fingerprint, a stored fingerprint of sha256.Size bytes
+// was written by a version whose default was SHA256Fingerprint: it is
+// compared with the request's SHA256Fingerprint, so that a retry of a
+// request recorded before an upgrade, within its retention, is replayed
+// and not refused as a reused key. Only a mismatch pays for that hash.
+func (e *Engine) sameRequest(fp, stored []byte, r *Request, body []byte) bool {
+	if bytes.Equal(fp, stored) {
+		return true
+	}
+	if !e.defaultFP || len(stored) != sha256.Size {
+		return false
+	}
+	var legacy [sha256.Size]byte
+	sha256Fingerprint(&legacy, r, body)
+	return bytes.Equal(legacy[:], stored)
 }
 
 // maxFingerprint bounds the fingerprint a record may carry (B33); Begin
@@ -759,7 +778,9 @@ type Lease struct {
 	// for other stores.
 	runCtx context.Context
 
-	// keyText and fpSum hold the default storage key and fingerprint.
+	// keyText and fpSum hold the default storage key and fingerprint (in
+	// fpSum's first FingerprintSize bytes), or the SHA-256 of a custom
+	// fingerprint longer than maxFingerprint.
 	keyText [storageKeyLen]byte
 	fpSum   [sha256.Size]byte
 	// kept is the header KeepHeader returns, its fields in keptBuf when
@@ -792,8 +813,8 @@ func (e *Engine) keyAndFingerprint(l *Lease, r *Request, scope, key string, body
 		storageKey = e.cfg.EncodeKey(scope, key)
 	}
 	if e.defaultFP {
-		fingerprint(&l.fpSum, r, body)
-		return storageKey, l.fpSum[:]
+		fingerprint((*[FingerprintSize]byte)(l.fpSum[:FingerprintSize]), r, body)
+		return storageKey, l.fpSum[:FingerprintSize]
 	}
 	fp := e.cfg.Fingerprint(r, body)
 	if len(fp) > maxFingerprint {

@@ -390,6 +390,40 @@ func TestEngine(t *testing.T) {
 		_ = d.Lease.Complete(idem.Recorded{Status: 201})
 	})
 
+	t.Run("B9_records_of_the_sha256_default_still_match", func(t *testing.T) {
+		// An engine of a version whose default fingerprint was SHA-256
+		// records a request; an engine with today's default, on the same
+		// store, replays its retry and still refuses another request
+		// under the key (a rolling upgrade within the retention).
+		old := newFixture(t, func(c *idem.Config) { c.Fingerprint = idem.SHA256Fingerprint })
+		var n atomic.Int64
+		mustStatus(t, old.serve(req("k", `{"a":1}`), created(&n)), 201)
+		inFlight := old.eng.Begin(req("held", `{"a":1}`))
+		if inFlight.Action != idem.Run {
+			t.Fatalf("first request of held: %v", inFlight.Action)
+		}
+		defer func() { _ = inFlight.Lease.Complete(idem.Recorded{Status: 201}) }()
+
+		eng, err := idem.New(idem.Config{Store: old.store, Clock: old.clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = eng.Close() })
+		upgraded := &fixture{t: t, clock: old.clock, store: old.store, eng: eng}
+		if got := upgraded.serve(req("k", `{"a":1}`), created(&n)); got.ran || got.status != 201 {
+			t.Fatalf("the retry of a request recorded with a SHA-256 fingerprint: %+v, want its replay", got)
+		}
+		mustProblem(t, upgraded.serve(req("k", `{"a":2}`), nil), 422, idem.ProblemKeyReused)
+		mustProblem(t, upgraded.serve(req("held", `{"a":1}`), nil), 409, idem.ProblemInFlight)
+		mustProblem(t, upgraded.serve(req("held", `{"a":2}`), nil), 422, idem.ProblemKeyReused)
+		if n.Load() != 1 {
+			t.Fatalf("handler ran %d times, want 1", n.Load())
+		}
+		if fp := idem.DefaultFingerprint(req("", ""), nil); len(fp) != idem.FingerprintSize {
+			t.Fatalf("DefaultFingerprint returned %d bytes, want %d", len(fp), idem.FingerprintSize)
+		}
+	})
+
 	t.Run("B9_fingerprint_can_be_turned_off", func(t *testing.T) {
 		f := newFixture(t, func(c *idem.Config) { c.Fingerprint = idem.NoFingerprint })
 		var n atomic.Int64

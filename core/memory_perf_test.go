@@ -62,7 +62,7 @@ func TestMemoryFootprint(t *testing.T) {
 			Header: http.Header{"Content-Type": {value}}, Body: respBody}); err != nil {
 			t.Fatal(err)
 		}
-		payload += 2*sha256.Size + sha256.Size + len("Content-Type") + len(value) + len(respBody)
+		payload += 2*sha256.Size + idem.FingerprintSize + len("Content-Type") + len(value) + len(respBody)
 	}
 
 	runtime.GC()

@@ -7,6 +7,12 @@ require (
 	github.com/idemkit/idem/core v0.0.0
 )
 
+require (
+	github.com/klauspost/cpuid/v2 v2.2.10 // indirect
+	github.com/zeebo/xxh3 v1.1.0 // indirect
+	golang.org/x/sys v0.30.0 // indirect
+)
+
 replace github.com/idemkit/idem/conformance => ../../conformance
 
 replace github.com/idemkit/idem/core => ../../core
