@@ -270,7 +270,10 @@ func TestStoreFailures(t *testing.T) {
 	mem := idem.NewMemoryStore(idem.MemoryOptions{})
 	t.Cleanup(func() { _ = mem.Close() })
 	store := &faultyStore{Store: mem}
-	f := newFixture(t, idem.Config{Store: store, LeaseTime: 40 * time.Millisecond, StoreTimeout: 10 * time.Millisecond})
+	// The first renewal comes half a lease in, and fails; the lease then
+	// still has half its time for the Complete below, a margin that a
+	// loaded machine does not use up.
+	f := newFixture(t, idem.Config{Store: store, LeaseTime: time.Second, StoreTimeout: 100 * time.Millisecond})
 
 	store.failAcquire.Store(true)
 	if d := f.serve(secretKey, secretBody, 201); d.Response == nil || d.Response.Status != 503 {
