@@ -76,6 +76,9 @@ func checkIdentifier(id string, maxLen int) error {
 type statements struct {
 	schema, acquire, complete, release, renew, deleteExpired string
 	migrateLock                                              string
+
+	// The statements of the transactional mode (see tx.go).
+	acquireNoWait, lookup, lock, completeLocked, releaseOwn string
 }
 
 // newStatements builds the statements for a validated table name. Every
@@ -125,6 +128,57 @@ WHERE key = $1 AND token = $2 AND state = 1 AND expires_at > now()`,
 WHERE key = $1 AND token = $2 AND state = 1 AND expires_at > now()`,
 		renew: `UPDATE ` + t + ` SET expires_at = now() + $3::bigint * interval '1 microsecond'
 WHERE key = $1 AND token = $2 AND state = 1 AND expires_at > now()`,
+		// The transactional mode's acquire differs in one step: a row
+		// whose lease has expired is first locked FOR UPDATE NOWAIT, which
+		// fails at once (SQLSTATE 55P03) while a request's transaction
+		// holds the row FOR KEY SHARE (see lock), so an expired lease is
+		// never taken over while its transaction may still commit.
+		// Renewals only take FOR NO KEY UPDATE, which FOR KEY SHARE
+		// allows. The scalar subquery makes the INSERT's SELECT evaluate
+		// the locking CTE before it inserts or updates anything.
+		acquireNoWait: `WITH live AS (
+    SELECT state, token, fingerprint, status, header, body, not_replayable, expires_at
+    FROM ` + t + ` WHERE key = $1::bytea AND expires_at > now()
+), expired AS (
+    SELECT 1 FROM ` + t + ` WHERE key = $1::bytea AND expires_at <= now() FOR UPDATE NOWAIT
+), acquired AS (
+    INSERT INTO ` + t + ` AS r (key, state, token, fingerprint, status, header, body, not_replayable, expires_at)
+    SELECT $1::bytea, 1, $2::bytea, $3::bytea, 0, NULL, NULL, false, now() + $4::bigint * interval '1 microsecond'
+    WHERE NOT EXISTS (SELECT FROM live) AND (SELECT count(*) FROM expired) >= 0
+    ON CONFLICT (key) DO UPDATE SET
+        state          = CASE WHEN r.expires_at <= now() THEN excluded.state          ELSE r.state          END,
+        token          = CASE WHEN r.expires_at <= now() THEN excluded.token          ELSE r.token          END,
+        fingerprint    = CASE WHEN r.expires_at <= now() THEN excluded.fingerprint    ELSE r.fingerprint    END,
+        status         = CASE WHEN r.expires_at <= now() THEN excluded.status         ELSE r.status         END,
+        header         = CASE WHEN r.expires_at <= now() THEN excluded.header         ELSE r.header         END,
+        body           = CASE WHEN r.expires_at <= now() THEN excluded.body           ELSE r.body           END,
+        not_replayable = CASE WHEN r.expires_at <= now() THEN excluded.not_replayable ELSE r.not_replayable END,
+        expires_at     = CASE WHEN r.expires_at <= now() THEN excluded.expires_at     ELSE r.expires_at     END
+    RETURNING r.token = $2::bytea AND r.expires_at = now() + $4::bigint * interval '1 microsecond',
+        r.state, r.token, r.fingerprint, r.status, r.header, r.body, r.not_replayable, r.expires_at
+)
+SELECT * FROM acquired
+UNION ALL
+SELECT false, * FROM live`,
+		// lookup reads the row without a lock, for a duplicate that found
+		// it locked: a running request's transaction, a takeover or a
+		// sweep holds it. An expired row reads as in flight (the request
+		// holding it may still commit, or it is on its way out), never as
+		// a response to replay past its retention.
+		lookup: `WITH r AS (SELECT *, expires_at > now() AS live FROM ` + t + ` WHERE key = $1)
+SELECT false, CASE WHEN live THEN state ELSE 1::smallint END, token, fingerprint, CASE WHEN live THEN status ELSE 0 END,
+    CASE WHEN live THEN header END, CASE WHEN live THEN body END, live AND not_replayable, expires_at
+FROM r`,
+		// lock is the first statement of a request's transaction: it holds
+		// the in-flight row FOR KEY SHARE until the transaction ends.
+		lock: `SELECT 1 FROM ` + t + ` WHERE key = $1 AND token = $2 AND state = 1 FOR KEY SHARE`,
+		// completeLocked and releaseOwn need no expiry check: while the
+		// transaction held the row, no other request could take it over,
+		// so the token still holding it means the lease is the caller's.
+		completeLocked: `UPDATE ` + t + ` SET state = 2, status = $3, header = $4, body = $5, not_replayable = $6,
+    expires_at = now() + $7::bigint * interval '1 microsecond'
+WHERE key = $1 AND token = $2 AND state = 1`,
+		releaseOwn: `DELETE FROM ` + t + ` WHERE key = $1 AND token = $2 AND state = 1`,
 		// Rows locked by a concurrent acquire are skipped, and the outer
 		// condition is checked again on the latest version of each row, so
 		// a row taken over meanwhile is never deleted.

@@ -40,6 +40,13 @@ type Options struct {
 	SweepInterval time.Duration
 	// Logger, when set, receives a warning for each sweep that fails.
 	Logger *slog.Logger
+	// Transactional runs each request's handler in a transaction that
+	// commits together with its completed record (rule B35): the handler
+	// gets the transaction from Tx(ctx), the adapter answers only once
+	// the commit succeeded, and a crash at any point leaves both the
+	// handler's writes and the record, or neither. Each running request
+	// holds one connection of the pool. See the package documentation.
+	Transactional bool
 }
 
 // Store is an idem.Store over a PostgreSQL connection pool. It is safe for
@@ -55,6 +62,11 @@ type Store struct {
 	stopSweeper context.CancelFunc
 	sweeperDone chan struct{}
 	logger      *slog.Logger
+
+	// transactional is Options.Transactional; txs holds the open
+	// transactions of its requests.
+	transactional bool
+	txs           requests
 }
 
 var _ idem.Store = (*Store)(nil)
@@ -82,11 +94,12 @@ func New(pool *pgxpool.Pool, opts Options) (*Store, error) {
 		opts.SweepInterval = DefaultSweepInterval
 	}
 	s := &Store{
-		pool:        pool,
-		table:       opts.Table,
-		sql:         newStatements(schema, table),
-		sweeperDone: make(chan struct{}),
-		logger:      opts.Logger,
+		pool:          pool,
+		table:         opts.Table,
+		sql:           newStatements(schema, table),
+		sweeperDone:   make(chan struct{}),
+		logger:        opts.Logger,
+		transactional: opts.Transactional,
 	}
 	if opts.SweepInterval > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -113,41 +126,76 @@ func (s *Store) Close() error {
 
 // Acquire implements idem.Store with one statement: it inserts an in-flight
 // row for key, takes over the row when its expiry has passed, or returns
-// the live row unchanged.
+// the live row unchanged. In transactional mode a row whose expiry has
+// passed while a request's transaction still holds it is not taken over:
+// Acquire returns it, in flight, as it returns a live one.
 func (s *Store) Acquire(ctx context.Context, key string, token idem.Token, fingerprint []byte, lease time.Duration) (*idem.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, wrapErr(ctx, "acquire", err)
 	}
+	if !s.transactional {
+		rec, err := s.scanRecord(s.pool.QueryRow(ctx, s.sql.acquire, []byte(key), token[:], fingerprint, micros(lease)))
+		if err != nil {
+			return nil, wrapErr(ctx, "acquire", err)
+		}
+		return rec, nil
+	}
+	// The row a locked acquire found may be gone by the time it is read
+	// (the request holding it released it): then acquire again.
+	for range 3 {
+		rec, err := s.scanRecord(s.pool.QueryRow(ctx, s.sql.acquireNoWait, []byte(key), token[:], fingerprint, micros(lease)))
+		if !isLockNotAvailable(err) {
+			if err != nil {
+				return nil, wrapErr(ctx, "acquire", err)
+			}
+			return rec, nil
+		}
+		rec, found, err := s.acquireLocked(ctx, key)
+		if err != nil {
+			return nil, wrapErr(ctx, "acquire", err)
+		}
+		if found {
+			return rec, nil
+		}
+	}
+	return nil, fmt.Errorf("idempg: acquire: the row of the key kept changing under three attempts")
+}
+
+// scanRecord reads the row an acquire returns: (nil, nil) when the caller
+// won, else the record.
+func (s *Store) scanRecord(row pgx.Row) (*idem.Record, error) {
 	var (
 		won         bool
 		state       int16
 		tok, header []byte
 		rec         idem.Record
 	)
-	row := s.pool.QueryRow(ctx, s.sql.acquire, []byte(key), token[:], fingerprint, micros(lease))
 	err := row.Scan(&won, &state, &tok, &rec.Fingerprint, &rec.Status, &header, &rec.Body, &rec.NotReplayable, &rec.ExpiresAt)
 	if err != nil {
-		return nil, wrapErr(ctx, "acquire", err)
+		return nil, err
 	}
 	if won {
 		return nil, nil
 	}
 	rec.State = idem.State(state)
 	if rec.State != idem.InFlight && rec.State != idem.Completed {
-		return nil, fmt.Errorf("idempg: acquire: row has unknown state %d", state)
+		return nil, fmt.Errorf("row has unknown state %d", state)
 	}
 	if len(tok) != len(rec.Token) {
-		return nil, fmt.Errorf("idempg: acquire: row has a %d-byte token, want %d", len(tok), len(rec.Token))
+		return nil, fmt.Errorf("row has a %d-byte token, want %d", len(tok), len(rec.Token))
 	}
 	copy(rec.Token[:], tok)
 	if rec.Header, err = decodeHeader(header); err != nil {
-		return nil, fmt.Errorf("idempg: acquire: %w", err)
+		return nil, err
 	}
 	return &rec, nil
 }
 
 // Complete implements idem.Store. It returns idem.ErrLeaseLost when token
-// does not hold a live in-flight row for key.
+// does not hold a live in-flight row for key. In transactional mode it
+// writes the record in the request's transaction and commits it; when the
+// transaction does not commit it releases the key and returns an error
+// wrapping ErrNotCommitted.
 func (s *Store) Complete(ctx context.Context, key string, token idem.Token, rec *idem.Record, retention time.Duration) error {
 	if rec == nil {
 		return errors.New("idempg: complete: nil record")
@@ -157,12 +205,20 @@ func (s *Store) Complete(ctx context.Context, key string, token idem.Token, rec 
 		header = encodeHeader(rec.Header)
 		body = rec.Body
 	}
-	return s.fenced(ctx, "complete", s.sql.complete, []byte(key), token[:], rec.Status, header, body, rec.NotReplayable, micros(retention))
+	args := []any{[]byte(key), token[:], rec.Status, header, body, rec.NotReplayable, micros(retention)}
+	if rt := s.txs.take(key, token); rt != nil {
+		return s.completeTx(ctx, rt, token, args)
+	}
+	return s.fenced(ctx, "complete", s.sql.complete, args...)
 }
 
 // Release implements idem.Store. It returns idem.ErrLeaseLost when token
-// does not hold a live in-flight row for key.
+// does not hold a live in-flight row for key. In transactional mode it
+// first rolls back the request's transaction.
 func (s *Store) Release(ctx context.Context, key string, token idem.Token) error {
+	if rt := s.txs.take(key, token); rt != nil {
+		return s.releaseTx(ctx, rt, token)
+	}
 	return s.fenced(ctx, "release", s.sql.release, []byte(key), token[:])
 }
 
