@@ -28,4 +28,90 @@
 // Expired rows are ignored and replaced on access. They are deleted by
 // Store.DeleteExpired and by the store's background sweeper, which Close
 // stops.
+//
+// # Transactional mode: the record commits with the handler's writes
+//
+// A plain store completes the record after the handler's own writes have
+// committed. A process that dies between the two leaves the key in flight,
+// and once the lease ends the client's retry runs the handler again: a
+// second order. With Options.Transactional set, the handler's writes and
+// the completed record commit in one transaction (rule B35), so a crash at
+// any point leaves both or neither:
+//
+//	store, err := idempg.New(pool, idempg.Options{Transactional: true})
+//	...
+//	func createOrder(w http.ResponseWriter, r *http.Request) {
+//		tx := idempg.Tx(r.Context()) // the request's transaction
+//		if _, err := tx.Exec(r.Context(), "INSERT INTO orders ...", ...); err != nil {
+//			http.Error(w, "...", http.StatusInternalServerError) // rolls back
+//			return
+//		}
+//		w.WriteHeader(http.StatusCreated) // commits, with the record
+//	}
+//
+// How a request runs:
+//
+//   - Acquire commits the in-flight row on its own, as in the plain mode,
+//     so duplicates see it at once and get 409 (or wait, with
+//     idem.Config.InFlightWait).
+//   - Before the handler runs, BeginRequest takes a connection from the
+//     pool, begins the request's transaction and locks the in-flight row
+//     in it FOR KEY SHARE, in one round trip. Tx(ctx) returns the
+//     transaction to the handler.
+//   - Complete writes the completed record in that transaction and
+//     commits it; the adapter sends the response only after the commit
+//     succeeded. Release (a status that is not stored, a panic, an error
+//     the framework renders, a hijacked connection) rolls the transaction
+//     back and deletes the in-flight row, so the client may retry.
+//
+// Fencing. While the transaction is open, no other request runs the
+// handler for the key, even after the lease time has passed (a stalled
+// process, renewals that failed): taking over an expired lease first locks
+// its row FOR UPDATE NOWAIT, which fails at once against the transaction's
+// lock, and the duplicate gets the in-flight record (409) instead. The
+// engine's renewals only take FOR NO KEY UPDATE, which the transaction's
+// lock allows, so they go on as in the plain mode. A request whose
+// transaction is open completes even when its lease time has passed: no
+// one can have taken the key over. When the process dies, its connection
+// closes and PostgreSQL rolls the transaction back, releasing the lock;
+// the in-flight row stays until its lease ends, and the retry then runs
+// against a database the first attempt left unchanged. (A process cut off
+// without its connection closing holds the lock until the server notices:
+// set PostgreSQL's tcp_keepalives_idle or client_connection_check_interval
+// so that it does within a lease time or two.)
+//
+// A failed commit. When the transaction does not commit (the COMMIT fails,
+// say on a deferred constraint or a serialization failure; a statement of
+// the handler failed and left it aborted; the handler ended it through
+// Conn; the connection broke), Complete returns an error wrapping
+// ErrNotCommitted after rolling back and deleting the in-flight row, and
+// the client gets a 5xx problem, never the handler's success: a retry runs
+// again against an unchanged database. When the connection broke during
+// the COMMIT itself the outcome is unknown; the deletion is fenced by the
+// in-flight state, so a record that did commit stays and the retry
+// replays it.
+//
+// The handler and the transaction. Commit and Rollback of the transaction
+// Tx returns do nothing and return ErrTxManaged (a habitual
+// defer tx.Rollback(ctx) is harmless): the response decides. A nested
+// transaction, tx.Begin, is a savepoint and undoes part of the work. A
+// handler that panics or returns an error is rolled back with the
+// release. The transaction runs at READ COMMITTED.
+//
+// Connections. Each running request holds one pooled connection from
+// BeginRequest until Complete or Release, and the store's own statements
+// (acquire, renewals) take one briefly from the same pool: size the pool
+// for the requests that run at once plus some headroom (pgxpool's default
+// MaxConns is 4 or the number of CPUs, whichever is larger), or requests
+// queue for a connection until the engine's StoreTimeout and get 503. The
+// held connection is idle while the handler does other work, and the
+// first request costs one round trip more than in the plain mode (see
+// BENCHMARKS.md). A pool behind PgBouncer must use session pooling, or
+// transaction pooling, which keeps a transaction on one server connection
+// as this mode needs.
+//
+// A plain store and a transactional one may share a table: a plain store
+// can take over an expired lease whose transaction is still open, but the
+// transaction then cannot complete the record (its token no longer holds
+// it) and rolls back, so its writes never commit twice.
 package idempg

@@ -175,9 +175,17 @@ FROM r`,
 		// completeLocked and releaseOwn need no expiry check: while the
 		// transaction held the row, no other request could take it over,
 		// so the token still holding it means the lease is the caller's.
-		completeLocked: `UPDATE ` + t + ` SET state = 2, status = $3, header = $4, body = $5, not_replayable = $6,
-    expires_at = now() + $7::bigint * interval '1 microsecond'
-WHERE key = $1 AND token = $2 AND state = 1`,
+		// completeLocked is sent with the COMMIT in one round trip, so it
+		// fails (division_by_zero, 22012) when it matched no row: the
+		// transaction is then aborted and the COMMIT cannot commit the
+		// handler's writes without the record.
+		completeLocked: `WITH done AS (
+    UPDATE ` + t + ` SET state = 2, status = $3, header = $4, body = $5, not_replayable = $6,
+        expires_at = now() + $7::bigint * interval '1 microsecond'
+    WHERE key = $1 AND token = $2 AND state = 1
+    RETURNING 1
+)
+SELECT 1 / count(*) FROM done`,
 		releaseOwn: `DELETE FROM ` + t + ` WHERE key = $1 AND token = $2 AND state = 1`,
 		// Rows locked by a concurrent acquire are skipped, and the outer
 		// condition is checked again on the latest version of each row, so

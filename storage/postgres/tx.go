@@ -167,20 +167,30 @@ func (s *Store) completeTx(ctx context.Context, rt *requestTx, token idem.Token,
 		// the transaction through Conn.
 		return s.notCommitted(ctx, rt, token, fmt.Errorf("the transaction is not open and healthy when the handler returns (status %q)", st))
 	}
-	tag, err := rt.tx.Exec(ctx, s.sql.completeLocked, args...)
-	if err == nil && tag.RowsAffected() == 0 {
+	// The record and the COMMIT go in one round trip.
+	b := &pgx.Batch{}
+	b.Queue(s.sql.completeLocked, args...)
+	b.Queue("COMMIT")
+	br := rt.tx.SendBatch(ctx, b)
+	_, err := br.Exec()
+	var tag pgconn.CommandTag
+	if err == nil {
+		tag, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	switch {
+	case isPgError(err, "22012"):
 		// Nothing can take the key over while the row is locked; only a
 		// row deleted behind the store's back gets here.
-		_ = rt.tx.Rollback(context.WithoutCancel(ctx))
-		return idem.ErrLeaseLost
+		err = idem.ErrLeaseLost
+	case err == nil && tag.String() != "COMMIT":
+		err = errors.New("the transaction was rolled back at COMMIT")
+	case err == nil:
+		return nil
 	}
-	if err == nil {
-		err = rt.tx.Commit(ctx)
-	}
-	if err != nil {
-		return s.notCommitted(ctx, rt, token, err)
-	}
-	return nil
+	return s.notCommitted(ctx, rt, token, err)
 }
 
 // notCommitted rolls the request's transaction back, releases the key
@@ -230,7 +240,10 @@ func (s *Store) acquireLocked(ctx context.Context, key string) (rec *idem.Record
 
 // isLockNotAvailable reports PostgreSQL's lock_not_available error, which
 // FOR UPDATE NOWAIT raises on a locked row.
-func isLockNotAvailable(err error) bool {
+func isLockNotAvailable(err error) bool { return isPgError(err, "55P03") }
+
+// isPgError reports whether err is a PostgreSQL error with SQLSTATE code.
+func isPgError(err error, code string) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+	return errors.As(err, &pgErr) && pgErr.Code == code
 }

@@ -436,3 +436,24 @@ func TestTxOffOutsideTransactionalMode(t *testing.T) {
 		t.Fatalf("BeginRequest on a plain store = %v, %v; want ctx unchanged", rctx, err)
 	}
 }
+
+// TestTxRecordGoneCommitsNothing: when the record no longer holds the
+// request's token at Complete (changed behind the store's back), the
+// handler's writes do not commit without it.
+func TestTxRecordGoneCommitsNothing(t *testing.T) {
+	f := newTxFixture(t, nil)
+	ctx := f.begin("k", token(1), time.Minute)
+	f.write(ctx, "order-1")
+	schema, name, _ := splitTableName(f.s.Table())
+	other := token(9)
+	if _, err := f.s.pool.Exec(context.Background(), "UPDATE "+quote(schema, name)+" SET token = $1", other[:]); err != nil {
+		t.Fatal(err)
+	}
+	err := f.s.Complete(ctx, "k", token(1), stored, time.Hour)
+	if !errors.Is(err, idem.ErrLeaseLost) || !errors.Is(err, ErrNotCommitted) {
+		t.Fatalf("Complete = %v, want ErrLeaseLost and ErrNotCommitted", err)
+	}
+	if n := f.count("order-1"); n != 0 {
+		t.Fatalf("%d orders committed without their record", n)
+	}
+}
