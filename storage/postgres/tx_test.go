@@ -39,7 +39,35 @@ func newTxFixture(t *testing.T, p *pgxpool.Pool) *txFixture {
 	if p == nil {
 		p = testPool(t)
 	}
-	s := newTestStoreOn(t, p, Options{Transactional: true})
+	f := newOrdersFixture(t, p, true)
+	return &txFixture{t: t, s: f.s, orders: f.orders}
+}
+
+// ordersFixture is a store, in either mode, and a business table.
+type ordersFixture struct {
+	s      *Store
+	orders string
+}
+
+// newTxFixtureB is the benchmarks' fixture, over a pool of
+// benchPoolConns connections.
+func newTxFixtureB(b *testing.B, transactional bool) *ordersFixture {
+	cfg, err := pgxpool.ParseConfig(testPool(b).Config().ConnString())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.MaxConns = benchPoolConns
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(p.Close) // after the fixture's cleanups, which use p
+	return newOrdersFixture(b, p, transactional)
+}
+
+func newOrdersFixture(t testing.TB, p *pgxpool.Pool, transactional bool) *ordersFixture {
+	t.Helper()
+	s := newTestStoreOn(t, p, Options{Transactional: transactional})
 	orders := "idem_test_orders_" + randomSuffix(t)
 	// ref is unique only at commit (deferred), so a test can make a
 	// COMMIT fail.
@@ -48,7 +76,7 @@ func newTxFixture(t *testing.T, p *pgxpool.Pool) *txFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dropTable(t, p, orders) })
-	return &txFixture{t: t, s: s, orders: quote("", orders)}
+	return &ordersFixture{s: s, orders: quote("", orders)}
 }
 
 // begin wins key for tok and opens the request's transaction.

@@ -1,0 +1,98 @@
+package idempg
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	idem "github.com/idemkit/idem/core"
+)
+
+// BenchmarkFirstRequest measures what the store costs a first request in
+// each mode, in one run so that benchstat can set them side by side
+// (benchstat -col /store): the lease, the handler's own write (write=insert:
+// one INSERT of an order row; write=none: none) and the completion with a
+// 1 KiB response. The plain store's handler writes on a connection of its
+// own, committing on its own (autocommit, as a handler without idem's
+// transaction does); the transactional store's handler writes in the
+// request's transaction, which commits with the record.
+//
+// Parallel runs RunParallel with 8 goroutines per CPU over a pool of
+// benchPoolConns connections: a transactional request holds one
+// connection while it runs, a plain one only for each statement.
+func BenchmarkFirstRequest(b *testing.B) {
+	for _, parallel := range []bool{false, true} {
+		for _, write := range []string{"none", "insert"} {
+			for _, mode := range []string{"plain", "transactional"} {
+				name := fmt.Sprintf("store=%s/write=%s", mode, write)
+				if parallel {
+					name += "/parallel"
+				}
+				b.Run(name, func(b *testing.B) {
+					benchFirstRequest(b, mode == "transactional", write == "insert", parallel)
+				})
+			}
+		}
+	}
+}
+
+const benchPoolConns = 8
+
+func benchFirstRequest(b *testing.B, transactional, insert, parallel bool) {
+	f := newTxFixtureB(b, transactional)
+	body := make([]byte, 1024)
+	for i := range body {
+		body[i] = byte('a' + i%26)
+	}
+	resp := &idem.Record{Status: 201, Body: body, Header: []idem.HeaderField{
+		{Name: "Content-Type", Value: "application/json"}, {Name: "Location", Value: "/orders/42"},
+	}}
+	fp := []byte("fingerprint-of-32-bytes-00000000")
+	insertSQL := "INSERT INTO " + f.orders + " (ref) VALUES ($1)"
+	var next atomic.Uint64
+	space := randomSuffix(b)
+	one := func(ctx context.Context) error {
+		n := next.Add(1)
+		key := fmt.Sprintf("bench:%s:%d", space, n)
+		tok := idem.Token{byte(n >> 56), byte(n >> 48), byte(n >> 40), byte(n >> 32), byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+		if rec, err := f.s.Acquire(ctx, key, tok, fp, 10*time.Second); err != nil || rec != nil {
+			return fmt.Errorf("acquire: %v, %v", rec, err)
+		}
+		rctx, err := f.s.BeginRequest(ctx, key, tok)
+		if err != nil {
+			return err
+		}
+		if insert {
+			if tx := Tx(rctx); tx != nil {
+				_, err = tx.Exec(rctx, insertSQL, key)
+			} else {
+				_, err = f.s.pool.Exec(rctx, insertSQL, key)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return f.s.Complete(ctx, key, tok, resp, 10*time.Second)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	if !parallel {
+		for b.Loop() {
+			if err := one(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return
+	}
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := one(context.Background()); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
