@@ -34,11 +34,14 @@
 // A plain store completes the record after the handler's own writes have
 // committed. A process that dies between the two leaves the key in flight,
 // and once the lease ends the client's retry runs the handler again: a
-// second order. With Options.Transactional set, the handler's writes and
-// the completed record commit in one transaction (rule B35), so a crash at
-// any point leaves both or neither:
+// second order. Store.Transactional returns the store's transactional
+// mode, a TxStore over the same table: on the routes that use it, the
+// handler's writes and the completed record commit in one transaction
+// (rule B35), so a crash at any point leaves both or neither:
 //
-//	store, err := idempg.New(pool, idempg.Options{Transactional: true})
+//	store, err := idempg.New(pool, idempg.Options{})
+//	...
+//	engine, err := idem.New(idem.Config{Store: store.Transactional()})
 //	...
 //	func createOrder(w http.ResponseWriter, r *http.Request) {
 //		tx := idempg.Tx(r.Context()) // the request's transaction
@@ -49,12 +52,16 @@
 //		w.WriteHeader(http.StatusCreated) // commits, with the record
 //	}
 //
+// Or keep the plain store as the engine's and give only some routes the
+// transactional one, with the adapter's route-level Store option
+// (idem.Route.Store).
+//
 // How a request runs:
 //
 //   - Acquire commits the in-flight row on its own, as in the plain mode,
 //     so duplicates see it at once and get 409 (or wait, with
 //     idem.Config.InFlightWait).
-//   - Before the handler runs, BeginRequest takes a connection from the
+//   - Before the handler runs, BeginRun takes a connection from the
 //     pool, begins the request's transaction and locks the in-flight row
 //     in it FOR KEY SHARE, in one round trip. Tx(ctx) returns the
 //     transaction to the handler.
@@ -99,19 +106,22 @@
 // release. The transaction runs at READ COMMITTED.
 //
 // Connections. Each running request holds one pooled connection from
-// BeginRequest until Complete or Release, and the store's own statements
+// BeginRun until Complete or Release, and the store's own statements
 // (acquire, renewals) take one briefly from the same pool: size the pool
 // for the requests that run at once plus some headroom (pgxpool's default
 // MaxConns is 4 or the number of CPUs, whichever is larger), or requests
-// queue for a connection until the engine's StoreTimeout and get 503. The
+// queue for a connection, up to 5 seconds, and then get 503. The
 // held connection is idle while the handler does other work, and the
 // first request costs one round trip more than in the plain mode (see
 // BENCHMARKS.md). A pool behind PgBouncer must use session pooling, or
 // transaction pooling, which keeps a transaction on one server connection
 // as this mode needs.
 //
-// A plain store and a transactional one may share a table: a plain store
-// can take over an expired lease whose transaction is still open, but the
-// transaction then cannot complete the record (its token no longer holds
-// it) and rolls back, so its writes never commit twice.
+// A Store and its TxStore share the table, and may serve different routes
+// of one engine. Only the TxStore's acquire checks the lock before taking
+// an expired lease over: should a plain route take over a key whose
+// transaction is still open (the same client key sent to another route,
+// which a fingerprint mismatch answers while the lease is live), the
+// transaction could no longer complete its record and would roll back, so
+// its writes never commit twice.
 package idempg

@@ -40,13 +40,6 @@ type Options struct {
 	SweepInterval time.Duration
 	// Logger, when set, receives a warning for each sweep that fails.
 	Logger *slog.Logger
-	// Transactional runs each request's handler in a transaction that
-	// commits together with its completed record (rule B35): the handler
-	// gets the transaction from Tx(ctx), the adapter answers only once
-	// the commit succeeded, and a crash at any point leaves both the
-	// handler's writes and the record, or neither. Each running request
-	// holds one connection of the pool. See the package documentation.
-	Transactional bool
 }
 
 // Store is an idem.Store over a PostgreSQL connection pool. It is safe for
@@ -63,10 +56,8 @@ type Store struct {
 	sweeperDone chan struct{}
 	logger      *slog.Logger
 
-	// transactional is Options.Transactional; txs holds the open
-	// transactions of its requests.
-	transactional bool
-	txs           requests
+	// tx is the store's transactional mode.
+	tx *TxStore
 }
 
 var _ idem.Store = (*Store)(nil)
@@ -94,13 +85,13 @@ func New(pool *pgxpool.Pool, opts Options) (*Store, error) {
 		opts.SweepInterval = DefaultSweepInterval
 	}
 	s := &Store{
-		pool:          pool,
-		table:         opts.Table,
-		sql:           newStatements(schema, table),
-		sweeperDone:   make(chan struct{}),
-		logger:        opts.Logger,
-		transactional: opts.Transactional,
+		pool:        pool,
+		table:       opts.Table,
+		sql:         newStatements(schema, table),
+		sweeperDone: make(chan struct{}),
+		logger:      opts.Logger,
 	}
+	s.tx = &TxStore{s: s}
 	if opts.SweepInterval > 0 {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopSweeper = cancel
@@ -126,39 +117,16 @@ func (s *Store) Close() error {
 
 // Acquire implements idem.Store with one statement: it inserts an in-flight
 // row for key, takes over the row when its expiry has passed, or returns
-// the live row unchanged. In transactional mode a row whose expiry has
-// passed while a request's transaction still holds it is not taken over:
-// Acquire returns it, in flight, as it returns a live one.
+// the live row unchanged.
 func (s *Store) Acquire(ctx context.Context, key string, token idem.Token, fingerprint []byte, lease time.Duration) (*idem.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, wrapErr(ctx, "acquire", err)
 	}
-	if !s.transactional {
-		rec, err := s.scanRecord(s.pool.QueryRow(ctx, s.sql.acquire, []byte(key), token[:], fingerprint, micros(lease)))
-		if err != nil {
-			return nil, wrapErr(ctx, "acquire", err)
-		}
-		return rec, nil
+	rec, err := s.scanRecord(s.pool.QueryRow(ctx, s.sql.acquire, []byte(key), token[:], fingerprint, micros(lease)))
+	if err != nil {
+		return nil, wrapErr(ctx, "acquire", err)
 	}
-	// The row a locked acquire found may be gone by the time it is read
-	// (the request holding it released it): then acquire again.
-	for range 3 {
-		rec, err := s.scanRecord(s.pool.QueryRow(ctx, s.sql.acquireNoWait, []byte(key), token[:], fingerprint, micros(lease)))
-		if !isLockNotAvailable(err) {
-			if err != nil {
-				return nil, wrapErr(ctx, "acquire", err)
-			}
-			return rec, nil
-		}
-		rec, found, err := s.acquireLocked(ctx, key)
-		if err != nil {
-			return nil, wrapErr(ctx, "acquire", err)
-		}
-		if found {
-			return rec, nil
-		}
-	}
-	return nil, fmt.Errorf("idempg: acquire: the row of the key kept changing under three attempts")
+	return rec, nil
 }
 
 // scanRecord reads the row an acquire returns: (nil, nil) when the caller
@@ -192,33 +160,27 @@ func (s *Store) scanRecord(row pgx.Row) (*idem.Record, error) {
 }
 
 // Complete implements idem.Store. It returns idem.ErrLeaseLost when token
-// does not hold a live in-flight row for key. In transactional mode it
-// writes the record in the request's transaction and commits it; when the
-// transaction does not commit it releases the key and returns an error
-// wrapping ErrNotCommitted.
+// does not hold a live in-flight row for key.
 func (s *Store) Complete(ctx context.Context, key string, token idem.Token, rec *idem.Record, retention time.Duration) error {
 	if rec == nil {
 		return errors.New("idempg: complete: nil record")
 	}
+	return s.fenced(ctx, "complete", s.sql.complete, completeArgs(key, token, rec, retention)...)
+}
+
+// completeArgs are the arguments of a statement that completes key.
+func completeArgs(key string, token idem.Token, rec *idem.Record, retention time.Duration) []any {
 	var header, body []byte
 	if !rec.NotReplayable {
 		header = encodeHeader(rec.Header)
 		body = rec.Body
 	}
-	args := []any{[]byte(key), token[:], rec.Status, header, body, rec.NotReplayable, micros(retention)}
-	if rt := s.txs.take(key, token); rt != nil {
-		return s.completeTx(ctx, rt, token, args)
-	}
-	return s.fenced(ctx, "complete", s.sql.complete, args...)
+	return []any{[]byte(key), token[:], rec.Status, header, body, rec.NotReplayable, micros(retention)}
 }
 
 // Release implements idem.Store. It returns idem.ErrLeaseLost when token
-// does not hold a live in-flight row for key. In transactional mode it
-// first rolls back the request's transaction.
+// does not hold a live in-flight row for key.
 func (s *Store) Release(ctx context.Context, key string, token idem.Token) error {
-	if rt := s.txs.take(key, token); rt != nil {
-		return s.releaseTx(ctx, rt, token)
-	}
 	return s.fenced(ctx, "release", s.sql.release, []byte(key), token[:])
 }
 

@@ -5,12 +5,35 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	idem "github.com/idemkit/idem/core"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// TxStore is a Store's transactional mode (Store.Transactional): an
+// idem.TransactionalStore whose requests run their handler in a
+// transaction that commits together with the completed record (rule B35).
+// The handler gets the transaction from Tx(ctx); the adapter answers only
+// once the commit succeeded. It keeps its records in the Store's table,
+// and the Store's sweeper and Close serve it too. See the package
+// documentation for how a request runs, its fencing, failures and the
+// connections it holds. It is safe for concurrent use.
+type TxStore struct {
+	s   *Store
+	txs requests
+}
+
+var _ idem.TransactionalStore = (*TxStore)(nil)
+
+// Transactional returns the store's transactional mode, over the same
+// table: use it as the store of the routes whose handlers write to this
+// database in the request's transaction (idem.Route.Store, or the
+// engine's idem.Config.Store for every route). It returns the same TxStore
+// on every call.
+func (s *Store) Transactional() *TxStore { return s.tx }
 
 // ErrTxManaged is returned by Commit and Rollback of the transaction that
 // Tx returns: the store ends that transaction itself, committing it with
@@ -29,8 +52,7 @@ var ErrTxManaged = errors.New("idempg: the request's transaction is committed or
 var ErrNotCommitted = errors.New("idempg: the request's transaction did not commit")
 
 // Tx returns the transaction of the request whose context is ctx, when the
-// request runs under a lease of a Store in transactional mode (see
-// Options.Transactional), and nil otherwise. The handler runs its writes in
+// request runs under a lease of a TxStore, and nil otherwise. The handler runs its writes in
 // it; they commit together with the completed idempotency record, after
 // the handler has returned, or not at all.
 //
@@ -67,14 +89,14 @@ func (handlerTx) Commit(context.Context) error { return ErrTxManaged }
 func (handlerTx) Rollback(context.Context) error { return ErrTxManaged }
 
 // requestTx is the transaction of one lease, on a connection the request
-// holds from BeginRequest until Complete or Release.
+// holds from BeginRun until Complete or Release.
 type requestTx struct {
 	key  string
 	conn *pgxpool.Conn
 	tx   pgx.Tx
 }
 
-// requests holds the open transactions of a Store's leases by token.
+// requests holds the open transactions of a TxStore's leases by token.
 type requests struct {
 	mu sync.Mutex
 	m  map[idem.Token]*requestTx
@@ -109,29 +131,66 @@ func (r *requests) open() int {
 	return len(r.m)
 }
 
-// BeginRequest opens the transaction of the lease that token holds on key,
-// after Acquire won it and before the handler runs, and returns ctx
-// carrying it for Tx. It takes a connection from the pool for as long as
-// the lease lasts and locks the in-flight row FOR KEY SHARE in the
-// transaction, in one round trip: from then on no other request can take
-// the key over, even after the lease time, until Complete or Release ends
-// the transaction (or the connection dies with the process, and PostgreSQL
-// rolls it back). Outside transactional mode it returns ctx unchanged.
+// beginRunTimeout bounds how long BeginRun waits for a connection of the
+// pool and for the database, as the engine's default StoreTimeout bounds
+// its other store calls: BeginRun gets the request's own context, which the
+// handler's context derives from.
+const beginRunTimeout = 5 * time.Second
+
+// Acquire implements idem.Store as Store.Acquire does, except that a row
+// whose lease has expired while a request's transaction still holds it is
+// not taken over: Acquire returns it, in flight (a duplicate gets 409), as
+// it returns a live one. It locks an expired row FOR UPDATE NOWAIT before
+// taking it over, so a row another statement holds at that moment (a
+// takeover or a sweep in progress) reads as in flight too.
+func (t *TxStore) Acquire(ctx context.Context, key string, token idem.Token, fingerprint []byte, lease time.Duration) (*idem.Record, error) {
+	s := t.s
+	if err := ctx.Err(); err != nil {
+		return nil, wrapErr(ctx, "acquire", err)
+	}
+	// The row a locked acquire found may be gone by the time it is read
+	// (the request holding it released it): then acquire again.
+	for range 3 {
+		rec, err := s.scanRecord(s.pool.QueryRow(ctx, s.sql.acquireNoWait, []byte(key), token[:], fingerprint, micros(lease)))
+		if !isPgError(err, "55P03") { // lock_not_available
+			if err != nil {
+				return nil, wrapErr(ctx, "acquire", err)
+			}
+			return rec, nil
+		}
+		rec, err = s.scanRecord(s.pool.QueryRow(ctx, s.sql.lookup, []byte(key)))
+		switch {
+		case err == nil:
+			return rec, nil
+		case !errors.Is(err, pgx.ErrNoRows):
+			return nil, wrapErr(ctx, "acquire", err)
+		}
+	}
+	return nil, errors.New("idempg: acquire: the row of the key kept changing under three attempts")
+}
+
+// BeginRun implements idem.TransactionalStore. After Acquire won key for
+// token and before the handler runs, it takes a connection from the pool
+// for as long as the lease lasts, begins the request's transaction and
+// locks the in-flight row FOR KEY SHARE in it, in one round trip, and
+// returns ctx carrying the transaction for Tx. From then on no other
+// request can take the key over, even after the lease time, until Complete
+// or Release ends the transaction (or the connection dies with the
+// process, and PostgreSQL rolls it back).
 //
 // It returns idem.ErrLeaseLost, having opened nothing, when token no
 // longer holds the key.
-func (s *Store) BeginRequest(ctx context.Context, key string, token idem.Token) (context.Context, error) {
-	if !s.transactional {
-		return ctx, nil
-	}
-	conn, err := s.pool.Acquire(ctx)
+func (t *TxStore) BeginRun(ctx context.Context, key string, token idem.Token) (context.Context, error) {
+	ioCtx, cancel := context.WithTimeout(ctx, beginRunTimeout)
+	defer cancel()
+	conn, err := t.s.pool.Acquire(ioCtx)
 	if err != nil {
-		return nil, wrapErr(ctx, "begin request", err)
+		return nil, wrapErr(ioCtx, "begin run", err)
 	}
 	b := &pgx.Batch{}
 	b.BeginTx(pgx.TxOptions{})
-	b.Queue(s.sql.lock, []byte(key), token[:])
-	br := conn.SendBatch(ctx, b)
+	b.Queue(t.s.sql.lock, []byte(key), token[:])
+	br := conn.SendBatch(ioCtx, b)
 	tx := br.Tx()
 	_, err = br.Exec()
 	var locked pgconn.CommandTag
@@ -150,26 +209,35 @@ func (s *Store) BeginRequest(ctx context.Context, key string, token idem.Token) 
 		if errors.Is(err, idem.ErrLeaseLost) {
 			return nil, err
 		}
-		return nil, wrapErr(ctx, "begin request", err)
+		return nil, wrapErr(ioCtx, "begin run", err)
 	}
 	rt := &requestTx{key: key, conn: conn, tx: tx}
-	s.txs.put(token, rt)
+	t.txs.put(token, rt)
 	return context.WithValue(ctx, txKey{}, rt), nil
 }
 
-// completeTx writes the completed record in the request's transaction and
-// commits it. When anything fails the transaction is rolled back and the
-// key released, and the error wraps ErrNotCommitted.
-func (s *Store) completeTx(ctx context.Context, rt *requestTx, token idem.Token, args []any) error {
+// Complete implements idem.Store. For a lease whose transaction BeginRun
+// opened, it writes the completed record in that transaction and commits
+// it, in one round trip; when the transaction does not commit it rolls it
+// back, releases the key and returns an error wrapping ErrNotCommitted
+// (and idem.ErrLeaseLost when the record no longer held the token). For a
+// lease without a transaction it is Store.Complete.
+func (t *TxStore) Complete(ctx context.Context, key string, token idem.Token, rec *idem.Record, retention time.Duration) error {
+	rt := t.txs.take(key, token)
+	if rt == nil {
+		return t.s.Complete(ctx, key, token, rec, retention)
+	}
 	defer rt.conn.Release()
+	if rec == nil {
+		return t.notCommitted(ctx, rt, token, errors.New("nil record"))
+	}
 	if st := rt.conn.Conn().PgConn().TxStatus(); st != 'T' {
 		// 'E': a statement of the handler failed; 'I': the handler ended
 		// the transaction through Conn.
-		return s.notCommitted(ctx, rt, token, fmt.Errorf("the transaction is not open and healthy when the handler returns (status %q)", st))
+		return t.notCommitted(ctx, rt, token, fmt.Errorf("the transaction is not open and healthy when the handler returns (status %q)", st))
 	}
-	// The record and the COMMIT go in one round trip.
 	b := &pgx.Batch{}
-	b.Queue(s.sql.completeLocked, args...)
+	b.Queue(t.s.sql.completeLocked, completeArgs(key, token, rec, retention)...)
 	b.Queue("COMMIT")
 	br := rt.tx.SendBatch(ctx, b)
 	_, err := br.Exec()
@@ -183,39 +251,45 @@ func (s *Store) completeTx(ctx context.Context, rt *requestTx, token idem.Token,
 	switch {
 	case isPgError(err, "22012"):
 		// Nothing can take the key over while the row is locked; only a
-		// row deleted behind the store's back gets here.
+		// row changed behind the store's back gets here.
 		err = idem.ErrLeaseLost
 	case err == nil && tag.String() != "COMMIT":
 		err = errors.New("the transaction was rolled back at COMMIT")
 	case err == nil:
 		return nil
 	}
-	return s.notCommitted(ctx, rt, token, err)
+	return t.notCommitted(ctx, rt, token, err)
 }
 
 // notCommitted rolls the request's transaction back, releases the key
 // (fenced by the token and the in-flight state: when a COMMIT whose reply
 // was lost did commit, the record is completed and stays) and returns err
 // wrapped with ErrNotCommitted.
-func (s *Store) notCommitted(ctx context.Context, rt *requestTx, token idem.Token, err error) error {
+func (t *TxStore) notCommitted(ctx context.Context, rt *requestTx, token idem.Token, err error) error {
 	_ = rt.tx.Rollback(context.WithoutCancel(ctx))
-	if _, rerr := s.pool.Exec(ctx, s.sql.releaseOwn, []byte(rt.key), token[:]); rerr != nil {
+	if _, rerr := t.s.pool.Exec(ctx, t.s.sql.releaseOwn, []byte(rt.key), token[:]); rerr != nil {
 		err = fmt.Errorf("%w (and releasing the key failed, so it stays in flight until its lease ends: %w)", err, rerr)
 	}
 	return fmt.Errorf("idempg: complete: %w: %w", ErrNotCommitted, err)
 }
 
-// releaseTx rolls the request's transaction back and deletes the in-flight
-// row on the same connection.
-func (s *Store) releaseTx(ctx context.Context, rt *requestTx, token idem.Token) error {
+// Release implements idem.Store. For a lease whose transaction BeginRun
+// opened, it rolls the transaction back, then deletes the in-flight row on
+// the same connection. For a lease without a transaction it is
+// Store.Release.
+func (t *TxStore) Release(ctx context.Context, key string, token idem.Token) error {
+	rt := t.txs.take(key, token)
+	if rt == nil {
+		return t.s.Release(ctx, key, token)
+	}
 	defer rt.conn.Release()
 	_ = rt.tx.Rollback(context.WithoutCancel(ctx))
 	var tag pgconn.CommandTag
 	var err error
 	if rt.conn.Conn().IsClosed() {
-		tag, err = s.pool.Exec(ctx, s.sql.releaseOwn, []byte(rt.key), token[:])
+		tag, err = t.s.pool.Exec(ctx, t.s.sql.releaseOwn, []byte(rt.key), token[:])
 	} else {
-		tag, err = rt.conn.Exec(ctx, s.sql.releaseOwn, []byte(rt.key), token[:])
+		tag, err = rt.conn.Exec(ctx, t.s.sql.releaseOwn, []byte(rt.key), token[:])
 	}
 	if err != nil {
 		return wrapErr(ctx, "release", err)
@@ -226,21 +300,12 @@ func (s *Store) releaseTx(ctx context.Context, rt *requestTx, token idem.Token) 
 	return nil
 }
 
-// acquireLocked reads the row of key when the transactional acquire found
-// it locked: its lease has expired but a request's transaction still holds
-// it (or another request is taking it over). found is false when the row
-// is gone by now.
-func (s *Store) acquireLocked(ctx context.Context, key string) (rec *idem.Record, found bool, err error) {
-	rec, err = s.scanRecord(s.pool.QueryRow(ctx, s.sql.lookup, []byte(key)))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, false, nil
-	}
-	return rec, err == nil, err
+// Renew implements idem.Store; it is Store.Renew. A renewal updates the row
+// on a connection of its own, which the request's FOR KEY SHARE lock
+// allows.
+func (t *TxStore) Renew(ctx context.Context, key string, token idem.Token, lease time.Duration) error {
+	return t.s.Renew(ctx, key, token, lease)
 }
-
-// isLockNotAvailable reports PostgreSQL's lock_not_available error, which
-// FOR UPDATE NOWAIT raises on a locked row.
-func isLockNotAvailable(err error) bool { return isPgError(err, "55P03") }
 
 // isPgError reports whether err is a PostgreSQL error with SQLSTATE code.
 func isPgError(err error, code string) bool {

@@ -41,7 +41,12 @@ func BenchmarkFirstRequest(b *testing.B) {
 const benchPoolConns = 8
 
 func benchFirstRequest(b *testing.B, transactional, insert, parallel bool) {
-	f := newTxFixtureB(b, transactional)
+	f := newTxFixtureB(b)
+	var store idem.Store = f.s
+	if transactional {
+		store = f.s.Transactional()
+	}
+	tx, _ := store.(idem.TransactionalStore)
 	body := make([]byte, 1024)
 	for i := range body {
 		body[i] = byte('a' + i%26)
@@ -57,13 +62,17 @@ func benchFirstRequest(b *testing.B, transactional, insert, parallel bool) {
 		n := next.Add(1)
 		key := fmt.Sprintf("bench:%s:%d", space, n)
 		tok := idem.Token{byte(n >> 56), byte(n >> 48), byte(n >> 40), byte(n >> 32), byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
-		if rec, err := f.s.Acquire(ctx, key, tok, fp, 10*time.Second); err != nil || rec != nil {
+		if rec, err := store.Acquire(ctx, key, tok, fp, 10*time.Second); err != nil || rec != nil {
 			return fmt.Errorf("acquire: %v, %v", rec, err)
 		}
-		rctx, err := f.s.BeginRequest(ctx, key, tok)
-		if err != nil {
-			return err
+		rctx := ctx
+		if tx != nil {
+			var err error
+			if rctx, err = tx.BeginRun(ctx, key, tok); err != nil {
+				return err
+			}
 		}
+		var err error
 		if insert {
 			if tx := Tx(rctx); tx != nil {
 				_, err = tx.Exec(rctx, insertSQL, key)
@@ -74,7 +83,7 @@ func benchFirstRequest(b *testing.B, transactional, insert, parallel bool) {
 				return err
 			}
 		}
-		return f.s.Complete(ctx, key, tok, resp, 10*time.Second)
+		return store.Complete(ctx, key, tok, resp, 10*time.Second)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()

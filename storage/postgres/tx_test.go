@@ -3,6 +3,8 @@ package idempg
 import (
 	"context"
 	"errors"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,23 +16,24 @@ import (
 )
 
 // The transactional mode's tests drive the store as the engine does: a
-// request wins Acquire, opens its transaction with BeginRequest, writes a
+// request wins Acquire, opens its transaction with BeginRun, writes a
 // business row through Tx(ctx) as a handler would, and ends with Complete
 // or Release. Each test has its own records table and business table.
 
-// TestTxConformance runs the Store contract's suite against a store in
-// transactional mode. The suite opens no request transaction, so it checks
-// the mode's acquire (which locks an expired row before taking it over)
-// and that everything else behaves as in the plain mode.
+// TestTxConformance runs the Store contract's suite against a TxStore.
+// The suite opens no request transaction, so it checks the mode's acquire
+// (which locks an expired row before taking it over) and that everything
+// else behaves as in the plain mode.
 func TestTxConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) idem.Store { return newTestStore(t, Options{Transactional: true}) })
+	storetest.Run(t, func(t *testing.T) idem.Store { return newTestStore(t, Options{}).Transactional() })
 }
 
 // txFixture is a transactional store with a business table "orders" of its
 // own (one row per order, named by ref).
 type txFixture struct {
 	t      *testing.T
-	s      *Store
+	s      *TxStore
+	pool   *pgxpool.Pool
 	orders string // quoted table name
 }
 
@@ -39,11 +42,11 @@ func newTxFixture(t *testing.T, p *pgxpool.Pool) *txFixture {
 	if p == nil {
 		p = testPool(t)
 	}
-	f := newOrdersFixture(t, p, true)
-	return &txFixture{t: t, s: f.s, orders: f.orders}
+	f := newOrdersFixture(t, p)
+	return &txFixture{t: t, s: f.s.Transactional(), pool: p, orders: f.orders}
 }
 
-// ordersFixture is a store, in either mode, and a business table.
+// ordersFixture is a store and a business table.
 type ordersFixture struct {
 	s      *Store
 	orders string
@@ -51,7 +54,7 @@ type ordersFixture struct {
 
 // newTxFixtureB is the benchmarks' fixture, over a pool of
 // benchPoolConns connections.
-func newTxFixtureB(b *testing.B, transactional bool) *ordersFixture {
+func newTxFixtureB(b *testing.B) *ordersFixture {
 	cfg, err := pgxpool.ParseConfig(testPool(b).Config().ConnString())
 	if err != nil {
 		b.Fatal(err)
@@ -62,12 +65,12 @@ func newTxFixtureB(b *testing.B, transactional bool) *ordersFixture {
 		b.Fatal(err)
 	}
 	b.Cleanup(p.Close) // after the fixture's cleanups, which use p
-	return newOrdersFixture(b, p, transactional)
+	return newOrdersFixture(b, p)
 }
 
-func newOrdersFixture(t testing.TB, p *pgxpool.Pool, transactional bool) *ordersFixture {
+func newOrdersFixture(t testing.TB, p *pgxpool.Pool) *ordersFixture {
 	t.Helper()
-	s := newTestStoreOn(t, p, Options{Transactional: transactional})
+	s := newTestStoreOn(t, p, Options{})
 	orders := "idem_test_orders_" + randomSuffix(t)
 	// ref is unique only at commit (deferred), so a test can make a
 	// COMMIT fail.
@@ -87,9 +90,9 @@ func (f *txFixture) begin(key string, tok idem.Token, lease time.Duration) conte
 	if err != nil || rec != nil {
 		f.t.Fatalf("Acquire(%q) = %+v, %v; want a win", key, rec, err)
 	}
-	rctx, err := f.s.BeginRequest(ctx, key, tok)
+	rctx, err := f.s.BeginRun(ctx, key, tok)
 	if err != nil {
-		f.t.Fatalf("BeginRequest: %v", err)
+		f.t.Fatalf("BeginRun: %v", err)
 	}
 	if Tx(rctx) == nil {
 		f.t.Fatal("Tx(ctx) is nil in the request's context")
@@ -109,7 +112,7 @@ func (f *txFixture) write(ctx context.Context, ref string) {
 func (f *txFixture) count(ref string) int {
 	f.t.Helper()
 	var n int
-	if err := f.s.pool.QueryRow(context.Background(), "SELECT count(*) FROM "+f.orders+" WHERE ref = $1", ref).Scan(&n); err != nil {
+	if err := f.pool.QueryRow(context.Background(), "SELECT count(*) FROM "+f.orders+" WHERE ref = $1", ref).Scan(&n); err != nil {
 		f.t.Fatal(err)
 	}
 	return n
@@ -214,7 +217,7 @@ func TestTxFencesPastLeaseExpiry(t *testing.T) {
 			t.Fatalf("duplicate %d past the lease got %+v, want the owner's in-flight record", i, rec)
 		}
 	}
-	if n, err := f.s.DeleteExpired(context.Background()); err != nil || n != 0 {
+	if n, err := f.s.s.DeleteExpired(context.Background()); err != nil || n != 0 {
 		t.Fatalf("DeleteExpired = %d, %v; want the locked row kept", n, err)
 	}
 	if err := f.s.Complete(ctx, "k", token(1), stored, time.Hour); err != nil {
@@ -353,7 +356,7 @@ func TestTxCrashLeavesNothing(t *testing.T) {
 	ctx := f.begin("k", token(1), lease)
 	f.write(ctx, "order-1")
 	pid := Tx(ctx).Conn().PgConn().PID()
-	if _, err := f.s.pool.Exec(context.Background(), "SELECT pg_terminate_backend($1)", pid); err != nil {
+	if _, err := f.pool.Exec(context.Background(), "SELECT pg_terminate_backend($1)", pid); err != nil {
 		t.Fatal(err)
 	}
 	if rec := f.peek("k"); rec == nil || rec.State != idem.InFlight {
@@ -367,7 +370,7 @@ func TestTxCrashLeavesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		if rec == nil {
-			if rctx, err = f.s.BeginRequest(context.Background(), "k", token(2)); err != nil {
+			if rctx, err = f.s.BeginRun(context.Background(), "k", token(2)); err != nil {
 				t.Fatal(err)
 			}
 			break
@@ -393,7 +396,7 @@ func TestTxCrashLeavesNothing(t *testing.T) {
 }
 
 // TestTxHoldsOneConnection: a running request holds one connection of the
-// pool from BeginRequest until Complete or Release, and no more.
+// pool from BeginRun until Complete or Release, and no more.
 func TestTxHoldsOneConnection(t *testing.T) {
 	cfg, err := pgxpool.ParseConfig(testPool(t).Config().ConnString())
 	if err != nil {
@@ -432,9 +435,9 @@ func TestTxHoldsOneConnection(t *testing.T) {
 	}
 }
 
-// TestTxBeginRequestAfterTakeover: a request whose lease another request
+// TestTxBeginRunAfterTakeover: a request whose lease another request
 // took over opens nothing and gets ErrLeaseLost.
-func TestTxBeginRequestAfterTakeover(t *testing.T) {
+func TestTxBeginRunAfterTakeover(t *testing.T) {
 	f := newTxFixture(t, nil)
 	ctx := context.Background()
 	if rec, err := f.s.Acquire(ctx, "k", token(1), []byte("fp"), time.Millisecond); err != nil || rec != nil {
@@ -444,24 +447,11 @@ func TestTxBeginRequestAfterTakeover(t *testing.T) {
 	if rec, err := f.s.Acquire(ctx, "k", token(2), []byte("fp"), time.Minute); err != nil || rec != nil {
 		t.Fatalf("takeover = %+v, %v", rec, err)
 	}
-	if _, err := f.s.BeginRequest(ctx, "k", token(1)); !errors.Is(err, idem.ErrLeaseLost) {
-		t.Fatalf("BeginRequest by the expired owner = %v, want ErrLeaseLost", err)
+	if _, err := f.s.BeginRun(ctx, "k", token(1)); !errors.Is(err, idem.ErrLeaseLost) {
+		t.Fatalf("BeginRun by the expired owner = %v, want ErrLeaseLost", err)
 	}
 	if n := f.s.txs.open(); n != 0 {
 		t.Fatalf("%d transactions open", n)
-	}
-}
-
-// TestTxOffOutsideTransactionalMode: a plain store opens no transaction.
-func TestTxOffOutsideTransactionalMode(t *testing.T) {
-	s := newTestStore(t, Options{})
-	ctx := context.Background()
-	if rec, err := s.Acquire(ctx, "k", token(1), nil, time.Minute); err != nil || rec != nil {
-		t.Fatalf("Acquire = %+v, %v", rec, err)
-	}
-	rctx, err := s.BeginRequest(ctx, "k", token(1))
-	if err != nil || rctx != ctx || Tx(rctx) != nil {
-		t.Fatalf("BeginRequest on a plain store = %v, %v; want ctx unchanged", rctx, err)
 	}
 }
 
@@ -472,9 +462,9 @@ func TestTxRecordGoneCommitsNothing(t *testing.T) {
 	f := newTxFixture(t, nil)
 	ctx := f.begin("k", token(1), time.Minute)
 	f.write(ctx, "order-1")
-	schema, name, _ := splitTableName(f.s.Table())
+	schema, name, _ := splitTableName(f.s.s.Table())
 	other := token(9)
-	if _, err := f.s.pool.Exec(context.Background(), "UPDATE "+quote(schema, name)+" SET token = $1", other[:]); err != nil {
+	if _, err := f.pool.Exec(context.Background(), "UPDATE "+quote(schema, name)+" SET token = $1", other[:]); err != nil {
 		t.Fatal(err)
 	}
 	err := f.s.Complete(ctx, "k", token(1), stored, time.Hour)
@@ -483,5 +473,76 @@ func TestTxRecordGoneCommitsNothing(t *testing.T) {
 	}
 	if n := f.count("order-1"); n != 0 {
 		t.Fatalf("%d orders committed without their record", n)
+	}
+}
+
+// TestTxEngine runs requests through the engine over a TxStore: the lease's
+// context carries the transaction, the adapter must hold the response, a
+// stored response commits the handler's write with the record and is
+// replayed, a status that is not stored rolls the write back, and a
+// failed commit gives the adapter the not-committed problem.
+func TestTxEngine(t *testing.T) {
+	f := newTxFixture(t, nil)
+	engine, err := idem.New(idem.Config{Store: f.s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer engine.Close()
+	request := func(key string) *idem.Request {
+		return &idem.Request{Method: "POST", Path: "/orders", Header: http.Header{"Idempotency-Key": {key}},
+			Body: strings.NewReader(`{"amount":100}`), Context: context.Background()}
+	}
+	run := func(key string) (*idem.Lease, context.Context) {
+		t.Helper()
+		d := engine.Begin(request(key))
+		if d.Action != idem.Run {
+			t.Fatalf("%s: action %v; want run", key, d.Action)
+		}
+		ctx := d.Lease.Context()
+		if Tx(ctx) == nil || !d.Lease.HoldResponse() {
+			t.Fatalf("%s: the lease's context has no transaction (hold %v)", key, d.Lease.HoldResponse())
+		}
+		return d.Lease, ctx
+	}
+
+	lease, ctx := run("stored")
+	f.write(ctx, "stored")
+	if err := lease.Complete(idem.Recorded{Status: 201, Body: []byte(`{"id":7}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if d := engine.Begin(request("stored")); !d.Replayed || string(d.Response.Body) != `{"id":7}` {
+		t.Fatalf("retry: %+v; want the replay", d)
+	}
+
+	lease, ctx = run("refused")
+	f.write(ctx, "refused")
+	if err := lease.Complete(idem.Recorded{Status: 422}); err != nil {
+		t.Fatal(err)
+	}
+
+	lease, ctx = run("failed")
+	f.write(ctx, "failed")
+	f.write(ctx, "failed") // fails the deferred constraint at COMMIT
+	err = lease.Complete(idem.Recorded{Status: 201})
+	if !errors.Is(err, ErrNotCommitted) {
+		t.Fatalf("Complete = %v; want ErrNotCommitted", err)
+	}
+	if p, resp := lease.CommitFailure(); p.Type != idem.ProblemNotCommitted || resp.Status != 503 {
+		t.Fatalf("CommitFailure = %+v, %d; want the 503 not-committed problem", p, resp.Status)
+	}
+	for ref, want := range map[string]int{"stored": 1, "refused": 0, "failed": 0} {
+		if n := f.count(ref); n != want {
+			t.Errorf("%d %s orders; want %d", n, ref, want)
+		}
+	}
+	// The refused and the failed keys were released: their retries run.
+	for _, key := range []string{"refused", "failed"} {
+		lease, _ := run(key)
+		if err := lease.Release(nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.s.txs.open(); n != 0 {
+		t.Fatalf("%d transactions open", n)
 	}
 }
