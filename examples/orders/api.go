@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,13 +54,16 @@ type api struct {
 	// latency is the simulated work of creating one order.
 	latency time.Duration
 
+	// orders keeps the orders.
+	orders orderBook
+
 	mu       sync.Mutex
-	orders   []Order
 	payments int64
 	webhooks atomic.Int64
 }
 
-func newAPI(latency time.Duration) *api { return &api{latency: latency} }
+// newAPI returns the API with its orders in memory.
+func newAPI(latency time.Duration) *api { return &api{latency: latency, orders: &memoryOrders{}} }
 
 // createOrder serves POST /orders.
 func (a *api) createOrder(c call) reply {
@@ -87,20 +89,23 @@ func (a *api) createOrder(c call) reply {
 			return problem(http.StatusServiceUnavailable, "Order not created", "The request was cancelled before the order was created. Retry with the same key.")
 		}
 	}
-	a.mu.Lock()
-	o := Order{ID: fmt.Sprintf("ord_%d", len(a.orders)+1), SKU: *in.SKU, Qty: *in.Qty}
-	a.orders = append(a.orders, o)
-	a.mu.Unlock()
+	crashPoint(beforeWrite)
+	o, err := a.orders.create(c.ctx, *in.SKU, *in.Qty)
+	if err != nil {
+		return problem(http.StatusServiceUnavailable, "Order not created", "The order could not be stored. Retry with the same key.")
+	}
+	crashPoint(afterWrite)
 	r := jsonReply(http.StatusCreated, o)
 	r.location = "/orders/" + o.ID
 	return r
 }
 
 // listOrders serves GET /orders.
-func (a *api) listOrders(call) reply {
-	a.mu.Lock()
-	orders := slices.Clone(a.orders)
-	a.mu.Unlock()
+func (a *api) listOrders(c call) reply {
+	orders, err := a.orders.list(c.ctx)
+	if err != nil {
+		return problem(http.StatusServiceUnavailable, "Orders unavailable", err.Error())
+	}
 	if orders == nil {
 		orders = []Order{}
 	}
@@ -110,12 +115,12 @@ func (a *api) listOrders(call) reply {
 // getOrder serves GET /orders/{id}.
 func (a *api) getOrder(c call) reply {
 	id := c.param("id")
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, o := range a.orders {
-		if o.ID == id {
-			return jsonReply(http.StatusOK, o)
-		}
+	o, ok, err := a.orders.get(c.ctx, id)
+	switch {
+	case err != nil:
+		return problem(http.StatusServiceUnavailable, "Order unavailable", err.Error())
+	case ok:
+		return jsonReply(http.StatusOK, o)
 	}
 	return problem(http.StatusNotFound, "Order not found", "There is no order "+id+".")
 }

@@ -29,9 +29,13 @@ type options struct {
 
 	redisURL    string // -store redis: where Redis is
 	keyPrefix   string // -store redis: the prefix of idem's keys
-	postgresURL string // -store postgres: where the database is
-	table       string // -store postgres: the records' table
-	fresh       bool   // -store redis or postgres: a namespace of this run's own
+	postgresURL string // -store postgres(-tx), -orders postgres: where the database is
+	table       string // -store postgres(-tx): the records' table
+	fresh       bool   // -store redis or postgres(-tx): a namespace of this run's own
+
+	orders      string        // where the orders live: memory or postgres
+	ordersTable string        // -orders postgres: the orders' table
+	lease       time.Duration // the engine's LeaseTime; 0: its default
 
 	metricsAddr string       // serve Prometheus metrics there, when set
 	metricsLn   net.Listener // the listener on metricsAddr
@@ -50,8 +54,11 @@ func main() {
 	flag.StringVar(&o.redisURL, "redis-url", envOr("IDEM_REDIS_URL", defaultRedisURL), "Redis `URL` for -store redis; $IDEM_REDIS_URL sets the default")
 	flag.StringVar(&o.keyPrefix, "key-prefix", idemredis.DefaultKeyPrefix, "`prefix` of the idempotency keys in Redis, for -store redis")
 	flag.StringVar(&o.postgresURL, "postgres-url", envOr("IDEM_POSTGRES_URL", defaultPostgresURL), "PostgreSQL `URL` for -store postgres; $IDEM_POSTGRES_URL sets the default")
-	flag.StringVar(&o.table, "table", idempg.DefaultTable, "`table` of the idempotency records, for -store postgres; created if missing")
-	flag.BoolVar(&o.fresh, "fresh", false, "with -store redis or postgres, keep this run's records apart (a random key prefix or table, removed at shutdown), so a new run starts from no records")
+	flag.StringVar(&o.table, "table", idempg.DefaultTable, "`table` of the idempotency records, for -store postgres and postgres-tx; created if missing")
+	flag.BoolVar(&o.fresh, "fresh", false, "with -store redis, postgres or postgres-tx, keep this run's records apart (a random key prefix or table, removed at shutdown), so a new run starts from no records")
+	flag.StringVar(&o.orders, "orders", "", "where the orders live: memory or postgres (default postgres with -store postgres-tx, else memory)")
+	flag.StringVar(&o.ordersTable, "orders-table", defaultOrdersTable, "`table` of the orders, for -orders postgres; created if missing")
+	flag.DurationVar(&o.lease, "lease", 0, "lease time of a request's key, such as 5s (default the engine's, 30s): how long a crashed request blocks its retry")
 	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "serve the engine's OpenTelemetry metrics for Prometheus on this `address` (GET /metrics), such as 127.0.0.1:9464")
 	exitWithParent := flag.Bool("exit-with-parent", startedByGoRun(), "shut down when the process that started this one exits (default true under go run)")
 	flag.Parse()
@@ -85,13 +92,26 @@ func listenAndRun(ctx context.Context, addr string, o options, logger *slog.Logg
 	return run(ctx, ln, o, logger)
 }
 
-// check reports an unknown adapter or store.
-func (o options) check() error {
+// check reports an unknown adapter, store or order book, and fills in
+// the default order book.
+func (o *options) check() error {
 	if _, ok := adapters[o.adapter]; !ok {
 		return fmt.Errorf("unknown -adapter %q: use one of %s", o.adapter, names(adapters))
 	}
 	if _, ok := stores[o.store]; !ok {
 		return fmt.Errorf("unknown -store %q: use one of %s", o.store, names(stores))
+	}
+	if o.orders == "" {
+		o.orders = "memory"
+		if o.store == "postgres-tx" {
+			o.orders = "postgres"
+		}
+	}
+	switch {
+	case o.orders != "memory" && o.orders != "postgres":
+		return fmt.Errorf("unknown -orders %q: use memory or postgres", o.orders)
+	case o.store == "postgres-tx" && o.orders != "postgres":
+		return errors.New("-store postgres-tx creates the orders in the request's transaction: use -orders postgres")
 	}
 	return nil
 }
@@ -107,7 +127,7 @@ func run(ctx context.Context, ln net.Listener, o options, logger *slog.Logger) e
 			o.metricsLn.Close()
 		}
 	}
-	if err := o.check(); err != nil {
+	if err := o.check(); err != nil { // o is run's own copy
 		closeListeners()
 		return err
 	}
@@ -121,7 +141,17 @@ func run(ctx context.Context, ln net.Listener, o options, logger *slog.Logger) e
 			logger.Warn("orders: close store", "store", o.store, "error", err)
 		}
 	}()
-	cfg := idem.Config{Store: store, Logger: logger}
+	a := newAPI(o.latency)
+	if o.orders == "postgres" {
+		book, closeBook, err := openOrders(ctx, o)
+		if err != nil {
+			closeListeners()
+			return fmt.Errorf("open the orders table: %w", err)
+		}
+		defer closeBook()
+		a.orders = book
+	}
+	cfg := idem.Config{Store: store, Logger: logger, LeaseTime: o.lease}
 	var metricsSrv *http.Server
 	if o.metricsLn != nil {
 		m, err := newMetrics()
@@ -138,6 +168,9 @@ func run(ctx context.Context, ln net.Listener, o options, logger *slog.Logger) e
 		defer metricsSrv.Close()
 		logger.Info("orders: metrics", "addr", o.metricsLn.Addr().String(), "path", "/metrics")
 	}
+	if crash := crashObserver(); crash != nil {
+		cfg.Observer = crash // a test build (crashtest.go)
+	}
 	engine, err := idem.New(cfg)
 	if err != nil {
 		closeListeners()
@@ -145,8 +178,8 @@ func run(ctx context.Context, ln net.Listener, o options, logger *slog.Logger) e
 	}
 	defer engine.Close()
 
-	srv := adapters[o.adapter](engine, newAPI(o.latency))
-	logger.Info("orders: serving", "addr", ln.Addr().String(), "adapter", o.adapter, "store", o.store, "latency", o.latency, "pid", os.Getpid())
+	srv := adapters[o.adapter](engine, a)
+	logger.Info("orders: serving", "addr", ln.Addr().String(), "adapter", o.adapter, "store", o.store, "orders", o.orders, "latency", o.latency, "pid", os.Getpid())
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	select {

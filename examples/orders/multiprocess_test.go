@@ -75,14 +75,15 @@ func TestManyProcesses(t *testing.T) {
 	}
 }
 
-// buildCommand builds this command into dir and returns the binary's path.
-func buildCommand(dir string) (string, error) {
+// buildCommand builds this command into dir, with the build tags given,
+// and returns the binary's path.
+func buildCommand(dir string, tags ...string) (string, error) {
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
 		return "", fmt.Errorf("the go command is needed to build the server: %w", err)
 	}
 	bin := filepath.Join(dir, "orders")
-	out, err := exec.Command(goCmd, "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command(goCmd, "build", "-tags", strings.Join(tags, ","), "-o", bin, ".").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}

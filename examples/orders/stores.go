@@ -24,9 +24,10 @@ import (
 // returned close function runs after the server has shut down and the
 // engine has closed; it closes what the open function opened.
 var stores = map[string]func(ctx context.Context, o options, logger *slog.Logger) (idem.Store, func() error, error){
-	"memory":   openMemory,
-	"redis":    openRedis,
-	"postgres": openPostgres,
+	"memory":      openMemory,
+	"redis":       openRedis,
+	"postgres":    openPostgres,
+	"postgres-tx": openPostgresTx,
 }
 
 // Where the shared stores are when neither a flag nor the environment
@@ -109,6 +110,28 @@ func openRedis(ctx context.Context, o options, logger *slog.Logger) (idem.Store,
 // With o.fresh the table gets a random suffix and is dropped when the
 // store closes.
 func openPostgres(ctx context.Context, o options, logger *slog.Logger) (idem.Store, func() error, error) {
+	store, closeAll, err := openPostgresStore(ctx, o, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, closeAll, nil
+}
+
+// openPostgresTx opens the PostgreSQL store as openPostgres does, in its
+// transactional mode: each order is created in the request's transaction,
+// which commits with the request's idempotency record (rule B35), so a
+// crash never leaves an order without its record or a record without its
+// order.
+func openPostgresTx(ctx context.Context, o options, logger *slog.Logger) (idem.Store, func() error, error) {
+	store, closeAll, err := openPostgresStore(ctx, o, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	return store.Transactional(), closeAll, nil
+}
+
+// openPostgresStore opens and migrates the PostgreSQL store.
+func openPostgresStore(ctx context.Context, o options, logger *slog.Logger) (*idempg.Store, func() error, error) {
 	pool, err := pgxpool.New(ctx, o.postgresURL)
 	if err != nil {
 		return nil, nil, err
@@ -138,4 +161,22 @@ func openPostgres(ctx context.Context, o options, logger *slog.Logger) (idem.Sto
 		return nil, nil, errors.Join(err, closeAll())
 	}
 	return store, closeAll, nil
+}
+
+// defaultOrdersTable is the orders' table with -orders postgres.
+const defaultOrdersTable = "orders"
+
+// openOrders opens the orders' table at o.postgresURL, creating it when it
+// does not exist, for -orders postgres.
+func openOrders(ctx context.Context, o options) (orderBook, func(), error) {
+	pool, err := pgxpool.New(ctx, o.postgresURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	book, err := openPostgresOrders(ctx, pool, o.ordersTable)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return book, pool.Close, nil
 }
