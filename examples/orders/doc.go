@@ -12,8 +12,10 @@
 //	-addr          listen address (default 127.0.0.1:8080)
 //	-adapter       which adapter serves the routes: nethttp, chi, echo or
 //	               fiber (default nethttp)
-//	-store         where idempotency records live: memory, redis or postgres
-//	               (default memory)
+//	-store         where idempotency records live: memory, redis, postgres
+//	               or postgres-tx, PostgreSQL's transactional mode, which
+//	               creates each order in the request's transaction, committed
+//	               with its idempotency record (default memory)
 //	-latency       simulated work per order, such as 2s (default 0)
 //	-redis-url     Redis for -store redis (default $IDEM_REDIS_URL, else
 //	               redis://127.0.0.1:6379/0)
@@ -22,6 +24,12 @@
 //	               else postgres://postgres@127.0.0.1:5432/test?sslmode=disable)
 //	-table         table of the records in PostgreSQL, created when missing
 //	               (default idem_records)
+//	-orders        where the orders live: memory or postgres (default
+//	               postgres with -store postgres-tx, else memory)
+//	-orders-table  table of the orders in PostgreSQL, created when missing
+//	               (default orders)
+//	-lease         lease time of a request's key, such as 5s: how long a
+//	               crashed request blocks its retry (default 30s)
 //	-fresh         with redis or postgres, a random key prefix or table of
 //	               this run's own, removed at shutdown, so a new run does
 //	               not replay an earlier run's records
@@ -43,7 +51,12 @@
 // share their idempotency records: a retry sent to another process is
 // replayed there, and a duplicate that reaches another process while the
 // first request runs gets 409. The orders themselves stay in the memory of
-// the process that created them, as an example's business data may.
+// the process that created them, as an example's business data may, unless
+// -orders postgres keeps them in a table every process shares. With
+// -store postgres-tx an order commits together with its idempotency record
+// or not at all, so that a crash at any point of a request leaves exactly
+// one order for its key once the client has retried (the README's
+// guarantee matrix, which TestCrash checks by killing processes).
 //
 // Every idempotency decision is logged through log/slog. SIGINT (Ctrl-C),
 // SIGTERM or SIGHUP shuts the server down gracefully: requests in progress

@@ -8,12 +8,14 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	idem "github.com/idemkit/idem/core"
+	"github.com/jackc/pgx/v5"
 )
 
 // executedLog is a slog handler that reports every "executed" decision of
@@ -40,6 +42,12 @@ func (h executedLog) Handle(_ context.Context, r slog.Record) error {
 // until the test ends, and returns its base URL and the executed signal.
 func start(t *testing.T, adapter string, latency time.Duration) (string, <-chan struct{}) {
 	t.Helper()
+	return startWith(t, options{adapter: adapter, store: "memory", latency: latency})
+}
+
+// startWith serves the API with options o, as start does.
+func startWith(t *testing.T, o options) (string, <-chan struct{}) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +56,7 @@ func start(t *testing.T, adapter string, latency time.Duration) (string, <-chan 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, ln, options{adapter: adapter, store: "memory", latency: latency}, slog.New(log))
+		done <- run(ctx, ln, o, slog.New(log))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -150,8 +158,49 @@ func TestOrdersAPI(t *testing.T) {
 	}
 }
 
+// TestTransactionalOrders runs the orders test with -store postgres-tx:
+// every adapter hands the handler the request's transaction, so the order
+// and its record commit together, and replays the same order.
+func TestTransactionalOrders(t *testing.T) {
+	url := os.Getenv("IDEM_POSTGRES_URL")
+	if url == "" {
+		t.Skipf("set IDEM_POSTGRES_URL to run it (for instance %s)", defaultPostgresURL)
+	}
+	for _, adapter := range slices.Sorted(maps.Keys(adapters)) {
+		t.Run(adapter, func(t *testing.T) {
+			t.Parallel()
+			table, orders := randomName("idem_test_"), randomName("idem_test_orders_")
+			t.Cleanup(func() {
+				dropPostgresTable(t, url, table)
+				dropPostgresTable(t, url, orders)
+			})
+			testOrdersOn(t, options{adapter: adapter, store: "postgres-tx", postgresURL: url, table: table, ordersTable: orders})
+			// Each order was written by the transaction that completed its
+			// record: the rows carry the same transaction id.
+			ctx := context.Background()
+			conn, err := pgx.Connect(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			var all, together int
+			err = conn.QueryRow(ctx, "SELECT (SELECT count(*) FROM "+orders+"), (SELECT count(*) FROM "+orders+" o JOIN "+table+" r ON o.xmin = r.xmin AND r.state = 2)").Scan(&all, &together)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if all == 0 || together != all {
+				t.Fatalf("%d of %d orders committed in the transaction of a completed record", together, all)
+			}
+		})
+	}
+}
+
 func testOrders(t *testing.T, adapter string) {
-	base, _ := start(t, adapter, 0)
+	testOrdersOn(t, options{adapter: adapter, store: "memory"})
+}
+
+func testOrdersOn(t *testing.T, opts options) {
+	base, _ := startWith(t, opts)
 	const body = `{"sku":"TSHIRT-M","qty":2}`
 
 	first := post(t, base+"/orders", "order-1", body)
