@@ -19,19 +19,25 @@ import (
 // transaction does); the transactional store's handler writes in the
 // request's transaction, which commits with the record.
 //
-// Parallel runs RunParallel with 8 goroutines per CPU over a pool of
-// benchPoolConns connections: a transactional request holds one
-// connection while it runs, a plain one only for each statement.
+// run=serial runs one request at a time; run=parallel runs 16 goroutines
+// per CPU over a pool of benchPoolConns connections, where a transactional
+// request holds one connection while it runs and a plain one only for each
+// statement; run=parallel-work adds 2 ms of other work to the handler
+// (after its write), which the transactional request spends holding its
+// connection.
 func BenchmarkFirstRequest(b *testing.B) {
-	for _, parallel := range []bool{false, true} {
+	for _, run := range []string{"serial", "parallel", "parallel-work"} {
 		for _, write := range []string{"none", "insert"} {
+			if run == "parallel-work" && write == "none" {
+				continue
+			}
 			for _, mode := range []string{"plain", "transactional"} {
-				name := fmt.Sprintf("store=%s/write=%s", mode, write)
-				if parallel {
-					name += "/parallel"
-				}
-				b.Run(name, func(b *testing.B) {
-					benchFirstRequest(b, mode == "transactional", write == "insert", parallel)
+				b.Run(fmt.Sprintf("store=%s/write=%s/run=%s", mode, write, run), func(b *testing.B) {
+					var work time.Duration
+					if run == "parallel-work" {
+						work = 2 * time.Millisecond
+					}
+					benchFirstRequest(b, mode == "transactional", write == "insert", run != "serial", work)
 				})
 			}
 		}
@@ -40,7 +46,7 @@ func BenchmarkFirstRequest(b *testing.B) {
 
 const benchPoolConns = 8
 
-func benchFirstRequest(b *testing.B, transactional, insert, parallel bool) {
+func benchFirstRequest(b *testing.B, transactional, insert, parallel bool, work time.Duration) {
 	f := newTxFixtureB(b)
 	var store idem.Store = f.s
 	if transactional {
@@ -83,6 +89,9 @@ func benchFirstRequest(b *testing.B, transactional, insert, parallel bool) {
 				return err
 			}
 		}
+		if work > 0 {
+			time.Sleep(work)
+		}
 		return store.Complete(ctx, key, tok, resp, 10*time.Second)
 	}
 	b.ReportAllocs()
@@ -95,7 +104,7 @@ func benchFirstRequest(b *testing.B, transactional, insert, parallel bool) {
 		}
 		return
 	}
-	b.SetParallelism(8)
+	b.SetParallelism(16)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if err := one(context.Background()); err != nil {
