@@ -3,9 +3,11 @@ package idempg
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -544,5 +546,61 @@ func TestTxEngine(t *testing.T) {
 	}
 	if n := f.s.txs.open(); n != 0 {
 		t.Fatalf("%d transactions open", n)
+	}
+}
+
+// roundTrips counts the statements and batches a pool sends: each is one
+// round trip to the database.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+func (r *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
+// TestTxRoundTrips: a first request costs the plain store two round trips
+// (lease, completion) and the transactional one three (lease; begin and
+// lock; record and commit), besides the handler's own statements.
+func TestTxRoundTrips(t *testing.T) {
+	cfg, err := pgxpool.ParseConfig(testPool(t).Config().ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	trips := &roundTrips{}
+	cfg.ConnConfig.Tracer = trips
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	f := newOrdersFixture(t, p)
+	ctx := context.Background()
+	for _, c := range []struct {
+		store idem.Store
+		want  int64
+	}{{f.s, 2}, {f.s.Transactional(), 3}} {
+		key := fmt.Sprintf("%T", c.store)
+		trips.n.Store(0)
+		if rec, err := c.store.Acquire(ctx, key, token(1), []byte("fp"), time.Minute); err != nil || rec != nil {
+			t.Fatalf("%s: Acquire = %+v, %v", key, rec, err)
+		}
+		if tx, ok := c.store.(idem.TransactionalStore); ok {
+			if _, err := tx.BeginRun(ctx, key, token(1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.store.Complete(ctx, key, token(1), stored, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if n := trips.n.Load(); n != c.want {
+			t.Errorf("%s: a first request took %d round trips, want %d", key, n, c.want)
+		}
 	}
 }
