@@ -309,6 +309,9 @@ func (t *TxStore) Renew(ctx context.Context, key string, token idem.Token, lease
 
 // isPgError reports whether err is a PostgreSQL error with SQLSTATE code.
 func isPgError(err error, code string) bool {
+	if err == nil {
+		return false
+	}
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == code
 }
