@@ -45,7 +45,19 @@ func newTxFixture(t *testing.T, p *pgxpool.Pool) *txFixture {
 		p = testPool(t)
 	}
 	f := newOrdersFixture(t, p)
-	return &txFixture{t: t, s: f.s.Transactional(), pool: p, orders: f.orders}
+	tx := f.s.Transactional()
+	// A test that failed while a request's transaction was open must not
+	// leave it holding locks on the tables the cleanups drop.
+	t.Cleanup(func() {
+		tx.txs.mu.Lock()
+		defer tx.txs.mu.Unlock()
+		for token, rt := range tx.txs.m {
+			_ = rt.tx.Rollback(context.Background())
+			rt.conn.Release()
+			delete(tx.txs.m, token)
+		}
+	})
+	return &txFixture{t: t, s: tx, pool: p, orders: f.orders}
 }
 
 // ordersFixture is a store and a business table.
@@ -353,7 +365,7 @@ func TestTxCommitAndRollbackAreTheStores(t *testing.T) {
 // takes the key over against a database without the first attempt's
 // writes. The dead request can never commit.
 func TestTxCrashLeavesNothing(t *testing.T) {
-	const lease = 300 * time.Millisecond
+	const lease = time.Second
 	f := newTxFixture(t, nil)
 	ctx := f.begin("k", token(1), lease)
 	f.write(ctx, "order-1")
