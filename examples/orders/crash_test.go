@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/redis/go-redis/v9"
 )
 
 // The crash tests back the guarantee matrix of the README (rule B35): for
@@ -113,20 +111,16 @@ func crashStoreFlags(t *testing.T, store, pgURL string) []string {
 		if url == "" {
 			t.Skipf("set IDEM_REDIS_URL to run the Redis column (for instance %s)", defaultRedisURL)
 		}
-		prefix := randomName("idem-crash-") + ":"
-		t.Cleanup(func() { deleteRedisKeys(t, url, prefix) })
-		return []string{"-store", "redis", "-redis-url", url, "-key-prefix", prefix}
+		return setupRedis(t, url, -1)
 	default: // postgres, postgres-tx
-		table := randomName("idem_test_")
-		t.Cleanup(func() { dropPostgresTable(t, pgURL, table) })
-		return []string{"-store", store, "-postgres-url", pgURL, "-table", table}
+		return setupPostgres(t, pgURL, store, -1)
 	}
 }
 
 func crashAndRetry(t *testing.T, bin, store, point, pgURL string, storeFlags []string) {
 	want := crashMatrix[store][point]
 	ordersTable := randomName("idem_test_orders_")
-	t.Cleanup(func() { dropPostgresTable(t, pgURL, ordersTable) })
+	t.Cleanup(func() { dropPostgresTable(t, pgURL, ordersTable, -1) })
 	flags := append([]string{"-adapter", crashAdapters[point], "-lease", crashLease.String(),
 		"-orders", "postgres", "-postgres-url", pgURL, "-orders-table", ordersTable}, storeFlags...)
 
@@ -213,19 +207,7 @@ func startDoomed(t *testing.T, bin, point string, flags []string) *doomed {
 	d := &doomed{cmd: cmd, exited: make(chan error, 1), log: &process{name: "doomed " + point}}
 	addr := make(chan string, 1)
 	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			if m := servingAddr.FindStringSubmatch(line); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-			d.log.mu.Lock()
-			d.log.log.WriteString(line + "\n")
-			d.log.mu.Unlock()
-		}
+		d.log.readLog(stderr, addr)
 		d.exited <- cmd.Wait()
 	}()
 	t.Cleanup(func() {
@@ -277,45 +259,4 @@ func countOrders(t *testing.T, url, table, sku string) int {
 		t.Fatalf("count the orders: %v", err)
 	}
 	return n
-}
-
-// dropPostgresTable drops table at url, if it exists.
-func dropPostgresTable(t *testing.T, url, table string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Errorf("connect to drop %s: %v", table, err)
-		return
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+pgx.Identifier{table}.Sanitize()); err != nil {
-		t.Errorf("drop %s: %v", table, err)
-	}
-}
-
-// deleteRedisKeys deletes the keys behind prefix at url.
-func deleteRedisKeys(t *testing.T, url, prefix string) {
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		t.Errorf("IDEM_REDIS_URL: %v", err)
-		return
-	}
-	client := redis.NewClient(opts)
-	defer client.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var keys []string
-	iter := client.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-	for iter.Next(ctx) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
-		t.Errorf("scan %s*: %v", prefix, err)
-	}
-	if len(keys) > 0 {
-		if err := client.Del(ctx, keys...).Err(); err != nil {
-			t.Errorf("delete %s*: %v", prefix, err)
-		}
-	}
 }

@@ -171,8 +171,8 @@ func TestTransactionalOrders(t *testing.T) {
 			t.Parallel()
 			table, orders := randomName("idem_test_"), randomName("idem_test_orders_")
 			t.Cleanup(func() {
-				dropPostgresTable(t, url, table)
-				dropPostgresTable(t, url, orders)
+				dropPostgresTable(t, url, table, -1)
+				dropPostgresTable(t, url, orders, -1)
 			})
 			testOrdersOn(t, options{adapter: adapter, store: "postgres-tx", postgresURL: url, table: table, ordersTable: orders})
 			// Each order was written by the transaction that completed its

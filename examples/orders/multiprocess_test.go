@@ -49,8 +49,12 @@ func TestManyProcesses(t *testing.T) {
 		// checking that it holds one record per key.
 		setup func(t *testing.T, url string) []string
 	}{
-		{"redis", "IDEM_REDIS_URL", [2]string{"nethttp", "fiber"}, setupRedis},
-		{"postgres", "IDEM_POSTGRES_URL", [2]string{"chi", "echo"}, setupPostgres},
+		{"redis", "IDEM_REDIS_URL", [2]string{"nethttp", "fiber"}, func(t *testing.T, url string) []string {
+			return setupRedis(t, url, mpKeys)
+		}},
+		{"postgres", "IDEM_POSTGRES_URL", [2]string{"chi", "echo"}, func(t *testing.T, url string) []string {
+			return setupPostgres(t, url, "postgres", mpKeys)
+		}},
 	} {
 		t.Run(c.store, func(t *testing.T) {
 			url := os.Getenv(c.env)
@@ -98,8 +102,9 @@ func randomName(prefix string) string {
 }
 
 // setupRedis isolates the run behind a random key prefix, and deletes the
-// run's keys at the end.
-func setupRedis(t *testing.T, url string) []string {
+// run's keys at the end, after checking that there are wantKeys of them
+// (unless wantKeys is negative or the test failed).
+func setupRedis(t *testing.T, url string, wantKeys int) []string {
 	opts, err := redis.ParseURL(url)
 	if err != nil {
 		t.Fatalf("IDEM_REDIS_URL: %v", err)
@@ -119,8 +124,8 @@ func setupRedis(t *testing.T, url string) []string {
 			t.Errorf("scan %s*: %v", prefix, err)
 			return
 		}
-		if !t.Failed() && len(keys) != mpKeys {
-			t.Errorf("Redis holds %d keys with the run's prefix, want one per idempotency key (%d)", len(keys), mpKeys)
+		if !t.Failed() && wantKeys >= 0 && len(keys) != wantKeys {
+			t.Errorf("Redis holds %d keys with the run's prefix, want one per idempotency key (%d)", len(keys), wantKeys)
 		}
 		if len(keys) > 0 {
 			if err := client.Del(ctx, keys...).Err(); err != nil {
@@ -131,32 +136,38 @@ func setupRedis(t *testing.T, url string) []string {
 	return []string{"-store", "redis", "-redis-url", url, "-key-prefix", prefix}
 }
 
-// setupPostgres isolates the run in a fresh table, and drops it at the
-// end.
-func setupPostgres(t *testing.T, url string) []string {
+// setupPostgres isolates the run of store (postgres or postgres-tx) in a
+// fresh table, and drops it at the end, after checking that it holds
+// wantRows records (see dropPostgresTable).
+func setupPostgres(t *testing.T, url, store string, wantRows int) []string {
 	table := randomName("idem_test_")
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Errorf("connect to drop %s: %v", table, err)
-			return
+	t.Cleanup(func() { dropPostgresTable(t, url, table, wantRows) })
+	return []string{"-store", store, "-postgres-url", url, "-table", table}
+}
+
+// dropPostgresTable drops table at url, if it exists, after checking that
+// it holds wantRows rows (unless wantRows is negative or the test failed).
+func dropPostgresTable(t *testing.T, url, table string, wantRows int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Errorf("connect to drop %s: %v", table, err)
+		return
+	}
+	defer conn.Close(ctx)
+	name := pgx.Identifier{table}.Sanitize()
+	if !t.Failed() && wantRows >= 0 {
+		var rows int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+name).Scan(&rows); err != nil {
+			t.Errorf("count %s: %v", table, err)
+		} else if rows != wantRows {
+			t.Errorf("%s holds %d records, want one per idempotency key (%d)", table, rows, wantRows)
 		}
-		defer conn.Close(ctx)
-		if !t.Failed() {
-			var rows int
-			if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&rows); err != nil {
-				t.Errorf("count %s: %v", table, err)
-			} else if rows != mpKeys {
-				t.Errorf("%s holds %d records, want one per idempotency key (%d)", table, rows, mpKeys)
-			}
-		}
-		if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+table); err != nil {
-			t.Errorf("drop %s: %v", table, err)
-		}
-	})
-	return []string{"-store", "postgres", "-postgres-url", url, "-table", table}
+	}
+	if _, err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+name); err != nil {
+		t.Errorf("drop %s: %v", table, err)
+	}
 }
 
 // process is a server started from the built command.
@@ -172,6 +183,25 @@ func (p *process) output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.log.String()
+}
+
+// readLog keeps what the process writes to stderr, until it closes, and
+// sends the address of its "serving" line to addr (once; addr has room).
+func (p *process) readLog(stderr io.Reader, addr chan<- string) {
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		line := sc.Text()
+		if m := servingAddr.FindStringSubmatch(line); m != nil {
+			select {
+			case addr <- m[1]:
+			default:
+			}
+		}
+		p.mu.Lock()
+		p.log.WriteString(line + "\n")
+		p.mu.Unlock()
+	}
+	_, _ = io.Copy(io.Discard, stderr)
 }
 
 // servingAddr finds the address in the command's "serving" log line.
@@ -195,20 +225,7 @@ func startProcess(t *testing.T, bin string, args ...string) *process {
 	logDone := make(chan struct{})
 	go func() {
 		defer close(logDone)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			line := sc.Text()
-			if m := servingAddr.FindStringSubmatch(line); m != nil {
-				select {
-				case addr <- m[1]:
-				default:
-				}
-			}
-			p.mu.Lock()
-			p.log.WriteString(line + "\n")
-			p.mu.Unlock()
-		}
-		_, _ = io.Copy(io.Discard, stderr)
+		p.readLog(stderr, addr)
 	}()
 	exited := make(chan error, 1)
 	go func() {

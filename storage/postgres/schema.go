@@ -99,28 +99,7 @@ func newStatements(schema, table string) statements {
 		// was committed after the snapshot) the update is a no-op that
 		// keeps every value and returns them. The caller won when the row
 		// it returns carries the caller's token and the new expiry.
-		acquire: `WITH live AS (
-    SELECT state, token, fingerprint, status, header, body, not_replayable, expires_at
-    FROM ` + t + ` WHERE key = $1::bytea AND expires_at > now()
-), acquired AS (
-    INSERT INTO ` + t + ` AS r (key, state, token, fingerprint, status, header, body, not_replayable, expires_at)
-    SELECT $1::bytea, 1, $2::bytea, $3::bytea, 0, NULL, NULL, false, now() + $4::bigint * interval '1 microsecond'
-    WHERE NOT EXISTS (SELECT FROM live)
-    ON CONFLICT (key) DO UPDATE SET
-        state          = CASE WHEN r.expires_at <= now() THEN excluded.state          ELSE r.state          END,
-        token          = CASE WHEN r.expires_at <= now() THEN excluded.token          ELSE r.token          END,
-        fingerprint    = CASE WHEN r.expires_at <= now() THEN excluded.fingerprint    ELSE r.fingerprint    END,
-        status         = CASE WHEN r.expires_at <= now() THEN excluded.status         ELSE r.status         END,
-        header         = CASE WHEN r.expires_at <= now() THEN excluded.header         ELSE r.header         END,
-        body           = CASE WHEN r.expires_at <= now() THEN excluded.body           ELSE r.body           END,
-        not_replayable = CASE WHEN r.expires_at <= now() THEN excluded.not_replayable ELSE r.not_replayable END,
-        expires_at     = CASE WHEN r.expires_at <= now() THEN excluded.expires_at     ELSE r.expires_at     END
-    RETURNING r.token = $2::bytea AND r.expires_at = now() + $4::bigint * interval '1 microsecond',
-        r.state, r.token, r.fingerprint, r.status, r.header, r.body, r.not_replayable, r.expires_at
-)
-SELECT * FROM acquired
-UNION ALL
-SELECT false, * FROM live`,
+		acquire: acquireSQL(t, false),
 		complete: `UPDATE ` + t + ` SET state = 2, status = $3, header = $4, body = $5, not_replayable = $6,
     expires_at = now() + $7::bigint * interval '1 microsecond'
 WHERE key = $1 AND token = $2 AND state = 1 AND expires_at > now()`,
@@ -134,32 +113,8 @@ WHERE key = $1 AND token = $2 AND state = 1 AND expires_at > now()`,
 		// holds the row FOR KEY SHARE (see lock), so an expired lease is
 		// never taken over while its transaction may still commit.
 		// Renewals only take FOR NO KEY UPDATE, which FOR KEY SHARE
-		// allows. The scalar subquery makes the INSERT's SELECT evaluate
-		// the locking CTE before it inserts or updates anything.
-		acquireNoWait: `WITH live AS (
-    SELECT state, token, fingerprint, status, header, body, not_replayable, expires_at
-    FROM ` + t + ` WHERE key = $1::bytea AND expires_at > now()
-), expired AS (
-    SELECT 1 FROM ` + t + ` WHERE key = $1::bytea AND expires_at <= now() FOR UPDATE NOWAIT
-), acquired AS (
-    INSERT INTO ` + t + ` AS r (key, state, token, fingerprint, status, header, body, not_replayable, expires_at)
-    SELECT $1::bytea, 1, $2::bytea, $3::bytea, 0, NULL, NULL, false, now() + $4::bigint * interval '1 microsecond'
-    WHERE NOT EXISTS (SELECT FROM live) AND (SELECT count(*) FROM expired) >= 0
-    ON CONFLICT (key) DO UPDATE SET
-        state          = CASE WHEN r.expires_at <= now() THEN excluded.state          ELSE r.state          END,
-        token          = CASE WHEN r.expires_at <= now() THEN excluded.token          ELSE r.token          END,
-        fingerprint    = CASE WHEN r.expires_at <= now() THEN excluded.fingerprint    ELSE r.fingerprint    END,
-        status         = CASE WHEN r.expires_at <= now() THEN excluded.status         ELSE r.status         END,
-        header         = CASE WHEN r.expires_at <= now() THEN excluded.header         ELSE r.header         END,
-        body           = CASE WHEN r.expires_at <= now() THEN excluded.body           ELSE r.body           END,
-        not_replayable = CASE WHEN r.expires_at <= now() THEN excluded.not_replayable ELSE r.not_replayable END,
-        expires_at     = CASE WHEN r.expires_at <= now() THEN excluded.expires_at     ELSE r.expires_at     END
-    RETURNING r.token = $2::bytea AND r.expires_at = now() + $4::bigint * interval '1 microsecond',
-        r.state, r.token, r.fingerprint, r.status, r.header, r.body, r.not_replayable, r.expires_at
-)
-SELECT * FROM acquired
-UNION ALL
-SELECT false, * FROM live`,
+		// allows.
+		acquireNoWait: acquireSQL(t, true),
 		// lookup reads the row without a lock, for a duplicate that found
 		// it locked: a running request's transaction, a takeover or a
 		// sweep holds it. An expired row reads as in flight (the request
@@ -194,6 +149,42 @@ SELECT 1 / count(*) FROM done`,
     SELECT key FROM ` + t + ` WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED
 ) AND expires_at <= now()`,
 	}
+}
+
+// acquireSQL is the acquire statement for the quoted table t. With
+// lockExpired, an expired row is first locked FOR UPDATE NOWAIT (the
+// transactional mode's acquire): the scalar subquery makes the INSERT's
+// SELECT evaluate the locking CTE before it inserts or updates anything.
+func acquireSQL(t string, lockExpired bool) string {
+	expired, evaluated := "", ""
+	if lockExpired {
+		expired = `
+), expired AS (
+    SELECT 1 FROM ` + t + ` WHERE key = $1::bytea AND expires_at <= now() FOR UPDATE NOWAIT`
+		evaluated = ` AND (SELECT count(*) FROM expired) >= 0`
+	}
+	return `WITH live AS (
+    SELECT state, token, fingerprint, status, header, body, not_replayable, expires_at
+    FROM ` + t + ` WHERE key = $1::bytea AND expires_at > now()` + expired + `
+), acquired AS (
+    INSERT INTO ` + t + ` AS r (key, state, token, fingerprint, status, header, body, not_replayable, expires_at)
+    SELECT $1::bytea, 1, $2::bytea, $3::bytea, 0, NULL, NULL, false, now() + $4::bigint * interval '1 microsecond'
+    WHERE NOT EXISTS (SELECT FROM live)` + evaluated + `
+    ON CONFLICT (key) DO UPDATE SET
+        state          = CASE WHEN r.expires_at <= now() THEN excluded.state          ELSE r.state          END,
+        token          = CASE WHEN r.expires_at <= now() THEN excluded.token          ELSE r.token          END,
+        fingerprint    = CASE WHEN r.expires_at <= now() THEN excluded.fingerprint    ELSE r.fingerprint    END,
+        status         = CASE WHEN r.expires_at <= now() THEN excluded.status         ELSE r.status         END,
+        header         = CASE WHEN r.expires_at <= now() THEN excluded.header         ELSE r.header         END,
+        body           = CASE WHEN r.expires_at <= now() THEN excluded.body           ELSE r.body           END,
+        not_replayable = CASE WHEN r.expires_at <= now() THEN excluded.not_replayable ELSE r.not_replayable END,
+        expires_at     = CASE WHEN r.expires_at <= now() THEN excluded.expires_at     ELSE r.expires_at     END
+    RETURNING r.token = $2::bytea AND r.expires_at = now() + $4::bigint * interval '1 microsecond',
+        r.state, r.token, r.fingerprint, r.status, r.header, r.body, r.not_replayable, r.expires_at
+)
+SELECT * FROM acquired
+UNION ALL
+SELECT false, * FROM live`
 }
 
 // SchemaSQL returns the statements that create the store's table and index:

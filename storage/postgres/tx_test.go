@@ -267,60 +267,48 @@ func TestTxRenewWhileLocked(t *testing.T) {
 	}
 }
 
-// TestTxFailedCommitReleases: a COMMIT that fails (here a deferred unique
-// constraint) leaves none of the handler's writes, releases the key and
-// returns ErrNotCommitted, never success.
-func TestTxFailedCommitReleases(t *testing.T) {
-	f := newTxFixture(t, nil)
-	ctx := f.begin("k", token(1), time.Minute)
-	f.write(ctx, "order-1")
-	f.write(ctx, "order-1") // violates the constraint at COMMIT
-	err := f.s.Complete(ctx, "k", token(1), stored, time.Hour)
-	if !errors.Is(err, ErrNotCommitted) {
-		t.Fatalf("Complete = %v, want ErrNotCommitted", err)
-	}
-	if n := f.count("order-1"); n != 0 {
-		t.Fatalf("%d orders after a failed commit, want 0", n)
-	}
-	if rec := f.peek("k"); rec != nil {
-		t.Fatalf("the key is still held after a failed commit: %+v, want it released", rec)
-	}
-}
-
-// TestTxAbortedByHandler: a statement of the handler failed and left the
-// transaction aborted; the response cannot commit, the key is released.
-func TestTxAbortedByHandler(t *testing.T) {
-	f := newTxFixture(t, nil)
-	ctx := f.begin("k", token(1), time.Minute)
-	f.write(ctx, "order-1")
-	if _, err := Tx(ctx).Exec(ctx, "SELECT 1/0"); err == nil {
-		t.Fatal("division by zero succeeded")
-	}
-	if err := f.s.Complete(ctx, "k", token(1), stored, time.Hour); !errors.Is(err, ErrNotCommitted) {
-		t.Fatalf("Complete = %v, want ErrNotCommitted", err)
-	}
-	if n := f.count("order-1"); n != 0 {
-		t.Fatalf("%d orders, want 0", n)
-	}
-	if rec := f.peek("k"); rec != nil {
-		t.Fatalf("the key is still held: %+v, want it released", rec)
-	}
-}
-
-// TestTxEndedByHandler: a handler that ends the transaction through Conn
-// gets no success: its response is not committed and the key is released.
-func TestTxEndedByHandler(t *testing.T) {
-	f := newTxFixture(t, nil)
-	ctx := f.begin("k", token(1), time.Minute)
-	f.write(ctx, "order-1")
-	if _, err := Tx(ctx).Conn().Exec(ctx, "ROLLBACK"); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.s.Complete(ctx, "k", token(1), stored, time.Hour); !errors.Is(err, ErrNotCommitted) {
-		t.Fatalf("Complete = %v, want ErrNotCommitted", err)
-	}
-	if rec := f.peek("k"); rec != nil {
-		t.Fatalf("the key is still held: %+v, want it released", rec)
+// TestTxNotCommitted: a COMMIT that fails (here a deferred unique
+// constraint), a statement of the handler that failed and left the
+// transaction aborted, a handler that ended the transaction through Conn:
+// Complete returns ErrNotCommitted, never success, nothing the handler
+// wrote is kept, and the key is released.
+func TestTxNotCommitted(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		end  func(f *txFixture, ctx context.Context) error
+	}{
+		{"COMMIT failed", func(f *txFixture, ctx context.Context) error {
+			f.write(ctx, "order-1") // violates the constraint at COMMIT
+			return nil
+		}},
+		{"statement failed", func(_ *txFixture, ctx context.Context) error {
+			if _, err := Tx(ctx).Exec(ctx, "SELECT 1/0"); err == nil {
+				return errors.New("division by zero succeeded")
+			}
+			return nil
+		}},
+		{"ended through Conn", func(_ *txFixture, ctx context.Context) error {
+			_, err := Tx(ctx).Conn().Exec(ctx, "ROLLBACK")
+			return err
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newTxFixture(t, nil)
+			ctx := f.begin("k", token(1), time.Minute)
+			f.write(ctx, "order-1")
+			if err := c.end(f, ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.s.Complete(ctx, "k", token(1), stored, time.Hour); !errors.Is(err, ErrNotCommitted) {
+				t.Fatalf("Complete = %v, want ErrNotCommitted", err)
+			}
+			if n := f.count("order-1"); n != 0 {
+				t.Fatalf("%d orders, want 0", n)
+			}
+			if rec := f.peek("k"); rec != nil {
+				t.Fatalf("the key is still held: %+v, want it released", rec)
+			}
+		})
 	}
 }
 
