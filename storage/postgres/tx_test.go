@@ -27,7 +27,7 @@ import (
 // (which locks an expired row before taking it over) and that everything
 // else behaves as in the plain mode.
 func TestTxConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) idem.Store { return newTestStore(t, Options{}).Transactional() })
+	storetest.Run(t, func(tb testing.TB) idem.Store { return newTestStore(tb, Options{}).Transactional() })
 }
 
 // txFixture is a transactional store with a business table "orders" of its
