@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -122,7 +123,8 @@ func crashAndRetry(t *testing.T, bin, store, point, pgURL string, storeFlags []s
 	ordersTable := randomName("idem_test_orders_")
 	t.Cleanup(func() { dropPostgresTable(t, pgURL, ordersTable, -1) })
 	flags := append([]string{"-adapter", crashAdapters[point], "-lease", crashLease.String(),
-		"-orders", "postgres", "-postgres-url", pgURL, "-orders-table", ordersTable}, storeFlags...)
+		"-orders", "postgres", "-orders-table", ordersTable}, storeFlags...)
+	flags = append(flags, "-postgres-url", smallPool(pgURL)) // the last -postgres-url wins
 
 	// The survivor is up before the crash, so that the retry reaches it
 	// at once, well inside the dead request's lease.
@@ -259,4 +261,16 @@ func countOrders(t *testing.T, url, table, sku string) int {
 		t.Fatalf("count the orders: %v", err)
 	}
 	return n
+}
+
+// smallPool returns the PostgreSQL URL url with pgxpool's pool_max_conns
+// set to 2: the tests start many servers at once, each with a pool for its
+// records and one for its orders, and the database's max_connections is
+// shared with every other test running. A request holds one connection at
+// a time.
+func smallPool(url string) string {
+	if strings.Contains(url, "?") {
+		return url + "&pool_max_conns=2"
+	}
+	return url + "?pool_max_conns=2"
 }

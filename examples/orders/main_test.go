@@ -174,7 +174,7 @@ func TestTransactionalOrders(t *testing.T) {
 				dropPostgresTable(t, url, table, -1)
 				dropPostgresTable(t, url, orders, -1)
 			})
-			testOrdersOn(t, options{adapter: adapter, store: "postgres-tx", postgresURL: url, table: table, ordersTable: orders})
+			testOrdersOn(t, options{adapter: adapter, store: "postgres-tx", postgresURL: smallPool(url), table: table, ordersTable: orders})
 			// Each order was written by the transaction that completed its
 			// record: the rows carry the same transaction id.
 			ctx := context.Background()
