@@ -262,16 +262,17 @@ func ctxErr(ctx context.Context) error {
 	return nil
 }
 
-// Acquire implements Store.
+// Acquire implements Store. A live record is returned in two
+// allocations: the Record with room for a few header fields, and one
+// slice that holds its fingerprint and body; its header strings, which
+// cannot be written into, share the store's bytes.
 func (m *MemoryStore) Acquire(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (*Record, error) {
-	rec, found, err := m.AcquireView(ctx, key, token, fingerprint, lease)
+	var rec *Record
+	found, err := m.lease(ctx, key, token, fingerprint, lease, func(s *memShard, i int32) { rec = s.ownedRecord(i) })
 	if !found {
 		return nil, err
 	}
-	// Header is already the caller's own slice, of immutable strings.
-	rec.Fingerprint = cloneBytes(rec.Fingerprint)
-	rec.Body = cloneBytes(rec.Body)
-	return &rec, nil
+	return rec, nil
 }
 
 // AcquireView implements LocalStore: it leases key, copying key and
@@ -282,37 +283,52 @@ func (m *MemoryStore) Acquire(ctx context.Context, key string, token Token, fing
 // the response. Its Header slice is the caller's own, with room for one
 // more field.
 func (m *MemoryStore) AcquireView(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (rec Record, found bool, err error) {
+	found, err = m.lease(ctx, key, token, fingerprint, lease, func(s *memShard, i int32) { rec = s.record(i) })
+	return rec, found, err
+}
+
+// lease leases key, copying key and fingerprint; or, when key has a live
+// record, calls read with its slot under the shard's lock and returns
+// true.
+func (m *MemoryStore) lease(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration, read func(s *memShard, i int32)) (found bool, err error) {
 	if err := ctxErr(ctx); err != nil {
-		return Record{}, false, err
+		return false, err
 	}
 	h, s := m.locate(key)
 	scope := scopeOf(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := m.now()
-	if i := s.find(h, key); i != noSlot {
+	i, first := s.lookup(h, key)
+	if i != noSlot {
 		if now < s.slots[i].expires {
-			return s.record(i), true, nil
+			read(s, i)
+			return true, nil
 		}
 		s.remove(i)
+		first = s.first(h)
 	}
 	size := recordSize(len(key), len(fingerprint), nil, 0)
 	// A new key must leave an eighth of the bytes free, for the responses
 	// of the requests already in flight to be recorded (a response that
 	// does not fit is kept as not replayable: 410 on retry).
-	if !s.makeRoom(m, 1, size+m.maxBytes/8, now) {
-		return Record{}, false, ErrStoreFull
+	if s.count+1 > m.maxEntries || s.bytes+size+m.maxBytes/8 > m.maxBytes {
+		if !s.makeRoom(m, 1, size+m.maxBytes/8, now) {
+			return false, ErrStoreFull
+		}
+		// Making room may have removed the record at the head of h's chain.
+		first = s.first(h)
 	}
 	if !m.use.admits(scope) {
-		return Record{}, false, ErrScopeFull
+		return false, ErrScopeFull
 	}
 	blob := make([]byte, 0, len(key)+len(fingerprint))
 	blob = append(append(blob, key...), fingerprint...)
-	s.insert(h, blob, memSlot{
+	s.insert(h, first, blob, memSlot{
 		state: InFlight, token: token, scope: scope, expires: after(now, lease), size: size,
 		keyLen: int32(len(key)), fpLen: int32(len(fingerprint)), fpNil: fingerprint == nil, bodyNil: true,
 	})
-	return Record{}, false, nil
+	return false, nil
 }
 
 // Complete implements Store. It copies what it keeps and retains nothing
@@ -428,10 +444,24 @@ func cutString(b []byte) (string, []byte) {
 	return unsafe.String(&b[0], int(n)), b[n:]
 }
 
-// record decodes slot i.
+// record decodes slot i. Its Header slice is new, with room for one more
+// field; everything else shares the blob.
 func (s *memShard) record(i int32) Record {
+	var r Record
+	var hdr []HeaderField
+	if n := s.slots[i].hdrN; n > 0 {
+		hdr = make([]HeaderField, 0, n+1)
+	}
+	s.decode(i, &r, hdr)
+	return r
+}
+
+// decode decodes slot i into r, its header fields into hdr's array when
+// they fit. r's Fingerprint and Body, and its header strings, share the
+// blob.
+func (s *memShard) decode(i int32, r *Record, hdr []HeaderField) {
 	sl, b := &s.slots[i], s.blobs[i]
-	r := Record{
+	*r = Record{
 		State: sl.state, Token: sl.token, ExpiresAt: time.Unix(0, sl.expires),
 		Status: int(sl.status), NotReplayable: sl.notReplay,
 	}
@@ -441,8 +471,11 @@ func (s *memShard) record(i int32) Record {
 		r.Fingerprint = b[off:end:end]
 	}
 	off, end = end, end+int(sl.hdrLen)
-	if sl.hdrN > 0 {
-		r.Header = make([]HeaderField, sl.hdrN, sl.hdrN+1)
+	if n := int(sl.hdrN); n > 0 {
+		if cap(hdr) < n {
+			hdr = make([]HeaderField, 0, n)
+		}
+		r.Header = hdr[:n]
 		rest := b[off:end]
 		for j := range r.Header {
 			r.Header[j].Name, rest = cutString(rest)
@@ -452,19 +485,71 @@ func (s *memShard) record(i int32) Record {
 	if !sl.bodyNil {
 		r.Body = b[end:len(b):len(b)]
 	}
-	return r
+}
+
+// ownedRecord is a record Acquire returns, with room for its header
+// fields when there are few, so that both take one allocation.
+type ownedRecord struct {
+	rec Record
+	hdr [4]HeaderField
+}
+
+// ownedRecord decodes slot i into a record of the caller's own: its
+// fingerprint and body are copied into one new slice. Its header strings
+// share the blob, which is never written into.
+func (s *memShard) ownedRecord(i int32) *Record {
+	sl := &s.slots[i]
+	o := new(ownedRecord)
+	view := &o.rec
+	s.decode(i, view, o.hdr[:0])
+	var n int
+	if !sl.fpNil {
+		n += len(view.Fingerprint)
+	}
+	if !sl.bodyNil {
+		n += len(view.Body)
+	}
+	if !sl.fpNil || !sl.bodyNil {
+		b := make([]byte, n)
+		fp := copy(b, view.Fingerprint)
+		copy(b[fp:], view.Body)
+		if !sl.fpNil {
+			view.Fingerprint = b[:fp:fp]
+		}
+		if !sl.bodyNil {
+			view.Body = b[fp:]
+		}
+	}
+	return view
 }
 
 // find returns the slot of key, or noSlot.
 func (s *memShard) find(h uint64, key string) int32 {
-	i, ok := s.index[h]
+	i, _ := s.lookup(h, key)
+	return i
+}
+
+// lookup returns the slot of key, or noSlot, and the first slot of the
+// chain of keys that hash to h (noSlot when there is none), so that an
+// insert needs no second lookup in the index.
+func (s *memShard) lookup(h uint64, key string) (slot, first int32) {
+	first, ok := s.index[h]
 	if !ok {
-		return noSlot
+		return noSlot, noSlot
 	}
-	for ; i != noSlot; i = s.slots[i].chain {
+	for i := first; i != noSlot; i = s.slots[i].chain {
 		if string(s.blobs[i][:s.slots[i].keyLen]) == key {
-			return i
+			return i, first
 		}
+	}
+	return noSlot, first
+}
+
+// first returns the first slot of the chain of keys that hash to h, or
+// noSlot.
+func (s *memShard) first(h uint64) int32 {
+	if i, ok := s.index[h]; ok {
+		return i
 	}
 	return noSlot
 }
@@ -482,8 +567,9 @@ func (s *memShard) held(h uint64, key string, token Token, now int64) (int32, er
 	return i, nil
 }
 
-// insert stores a new record in a free slot and returns the slot.
-func (s *memShard) insert(h uint64, blob []byte, sl memSlot) int32 {
+// insert stores a new record in a free slot and returns the slot; first
+// is the first slot of the chain of keys that hash to h, or noSlot.
+func (s *memShard) insert(h uint64, first int32, blob []byte, sl memSlot) int32 {
 	i := s.free
 	if i == noSlot {
 		i = int32(len(s.slots))
@@ -492,10 +578,7 @@ func (s *memShard) insert(h uint64, blob []byte, sl memSlot) int32 {
 	} else {
 		s.free = s.slots[i].next
 	}
-	sl.hash, sl.next, sl.chain = h, noSlot, noSlot
-	if first, ok := s.index[h]; ok {
-		sl.chain = first
-	}
+	sl.hash, sl.next, sl.chain = h, noSlot, first
 	s.slots[i], s.blobs[i] = sl, blob
 	s.index[h] = i
 	s.count++

@@ -17,7 +17,7 @@ func TestMemoryShardHashCollisions(t *testing.T) {
 	s := &m.shards[0]
 	const h = 7
 	add := func(key string) {
-		s.insert(h, []byte(key), memSlot{state: InFlight, expires: math.MaxInt64,
+		s.insert(h, s.first(h), []byte(key), memSlot{state: InFlight, expires: math.MaxInt64,
 			keyLen: int32(len(key)), size: 1, bodyNil: true})
 	}
 	check := func(present, absent []string) {

@@ -2,11 +2,13 @@ package storetest
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/idemkit/idem/conformance"
 	idem "github.com/idemkit/idem/core"
 )
 
@@ -53,14 +55,20 @@ var benchmarks = []struct {
 	{"InFlightDuplicate", benchInFlightDuplicate},
 }
 
-// bench holds one benchmark's store and hands out unique keys.
+// bench holds one benchmark's store and hands out unique keys and tokens.
+// Both are made without allocating, so that allocs/op counts the store's
+// allocations alone: the keys of a run are made before its timer starts
+// (conformance.KeySet, one pointer-free buffer), and a token is a random
+// prefix and a counter.
 type bench struct {
-	s     idem.Store
-	ctx   context.Context
-	space string
-	next  atomic.Uint64
-	fp    []byte
-	resp  *idem.Record
+	s      idem.Store
+	ctx    context.Context
+	keys   conformance.KeySet
+	next   atomic.Uint64
+	tokens atomic.Uint64
+	prefix [8]byte
+	fp     []byte
+	resp   *idem.Record
 }
 
 func newBench(b *testing.B, s idem.Store) *bench {
@@ -68,18 +76,35 @@ func newBench(b *testing.B, s idem.Store) *bench {
 	for i := range body {
 		body[i] = byte('a' + i%26)
 	}
-	return &bench{
+	x := &bench{
 		s: s, ctx: b.Context(),
-		space: fmt.Sprintf("storetest-bench:%x:", randomBytes(6)),
-		fp:    randomBytes(32),
+		fp: randomBytes(idem.FingerprintSize),
 		resp: &idem.Record{State: idem.Completed, Status: 201, Body: body, Header: []idem.HeaderField{
 			{Name: "Content-Type", Value: "application/json"}, {Name: "Location", Value: "/orders/42"},
 		}},
 	}
+	copy(x.prefix[:], randomBytes(len(x.prefix)))
+	return x
 }
 
+// makeKeys makes n new keys for newKey to hand out, before the timer
+// starts.
+func (x *bench) makeKeys(b *testing.B, n int) {
+	x.keys, x.next = conformance.NewKeySet(n), atomic.Uint64{}
+	b.ResetTimer()
+}
+
+// newKey returns the next of the keys makeKeys made.
 func (x *bench) newKey() string {
-	return fmt.Sprintf("%s%d", x.space, x.next.Add(1))
+	return x.keys.Key(int(x.next.Add(1) - 1))
+}
+
+// newToken returns a token no other call returns.
+func (x *bench) newToken() idem.Token {
+	var t idem.Token
+	copy(t[:8], x.prefix[:])
+	binary.BigEndian.PutUint64(t[8:], x.tokens.Add(1))
+	return t
 }
 
 // each runs op b.N times, serially or in parallel.
@@ -97,7 +122,7 @@ func each(b *testing.B, parallel bool, op func() error) {
 		})
 		return
 	}
-	for b.Loop() {
+	for range b.N {
 		if err := op(); err != nil {
 			b.Fatal(err)
 		}
@@ -105,7 +130,7 @@ func each(b *testing.B, parallel bool, op func() error) {
 }
 
 func (x *bench) acquireNew(lease time.Duration) (string, idem.Token, error) {
-	key, tok := x.newKey(), newToken()
+	key, tok := x.newKey(), x.newToken()
 	rec, err := x.s.Acquire(x.ctx, key, tok, x.fp, lease)
 	if err == nil && rec != nil {
 		err = fmt.Errorf("Acquire on the new key %q returned a %s record", key, rec.State)
@@ -114,6 +139,7 @@ func (x *bench) acquireNew(lease time.Duration) (string, idem.Token, error) {
 }
 
 func benchAcquireNew(b *testing.B, x *bench, parallel bool) {
+	x.makeKeys(b, b.N)
 	each(b, parallel, func() error {
 		_, _, err := x.acquireNew(benchLease)
 		return err
@@ -121,6 +147,7 @@ func benchAcquireNew(b *testing.B, x *bench, parallel bool) {
 }
 
 func benchAcquireComplete(b *testing.B, x *bench, parallel bool) {
+	x.makeKeys(b, b.N)
 	each(b, parallel, func() error {
 		key, tok, err := x.acquireNew(benchHold)
 		if err != nil {
@@ -133,7 +160,7 @@ func benchAcquireComplete(b *testing.B, x *bench, parallel bool) {
 // lookupOnly returns an op that acquires key and expects a record in state.
 func (x *bench) lookupOnly(key string, state idem.State) func() error {
 	return func() error {
-		rec, err := x.s.Acquire(x.ctx, key, newToken(), x.fp, time.Minute)
+		rec, err := x.s.Acquire(x.ctx, key, x.newToken(), x.fp, time.Minute)
 		if err == nil && (rec == nil || rec.State != state) {
 			err = fmt.Errorf("Acquire(%q) = %v, want a %s record", key, rec, state)
 		}
@@ -142,7 +169,8 @@ func (x *bench) lookupOnly(key string, state idem.State) func() error {
 }
 
 func benchReplay(b *testing.B, x *bench, parallel bool) {
-	key, tok := x.newKey(), newToken()
+	x.makeKeys(b, 1)
+	key, tok := x.newKey(), x.newToken()
 	if rec, err := x.s.Acquire(x.ctx, key, tok, x.fp, time.Minute); err != nil || rec != nil {
 		b.Fatalf("Acquire = (%v, %v), want the lease", rec, err)
 	}
@@ -153,7 +181,8 @@ func benchReplay(b *testing.B, x *bench, parallel bool) {
 }
 
 func benchInFlightDuplicate(b *testing.B, x *bench, parallel bool) {
-	key, tok := x.newKey(), newToken()
+	x.makeKeys(b, 1)
+	key, tok := x.newKey(), x.newToken()
 	if rec, err := x.s.Acquire(x.ctx, key, tok, x.fp, time.Hour); err != nil || rec != nil {
 		b.Fatalf("Acquire = (%v, %v), want the lease", rec, err)
 	}
