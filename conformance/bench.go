@@ -212,6 +212,22 @@ func (k KeySet) Key(i int) string {
 	return unsafe.String(&k.buf[i*keyLen], keyLen)
 }
 
+// ReportCPU starts counting the process's CPU time (user and system,
+// garbage collection included) and returns the function that stops and
+// reports it per operation as cpu-ns/op, which benchstat shows as
+// cpu-sec/op; call it as defer ReportCPU(b)(). Wall time per operation
+// depends on how much of the machine the benchmark gets; CPU time much
+// less so. On systems where the process's CPU time is not known it
+// reports nothing.
+func ReportCPU(b *testing.B) func() {
+	cpu0, cpuKnown := processCPU()
+	return func() {
+		if cpu1, ok := processCPU(); ok && cpuKnown && b.N > 0 {
+			b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
+		}
+	}
+}
+
 // FirstRequestHeap is how many bytes of warm heap per request a benchmark
 // of first requests asks WarmHeap for: more than a record with a 1 KiB
 // body keeps.
@@ -253,15 +269,7 @@ func MeasureRequests(b *testing.B, newClient func() BenchClient, keys KeySet, wa
 		return true
 	}
 	b.ReportAllocs()
-	cpu0, cpuKnown := processCPU()
-	defer func() {
-		// Wall time per request depends on how much of the machine the
-		// benchmark gets; CPU time, the process's whole (garbage
-		// collection included), much less so.
-		if cpu1, ok := processCPU(); ok && cpuKnown && b.N > 0 {
-			b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "cpu-ns/op")
-		}
-	}()
+	defer ReportCPU(b)()
 	if !parallel {
 		c := newClient()
 		b.ResetTimer()

@@ -487,8 +487,8 @@ func (s *memShard) decode(i int32, r *Record, hdr []HeaderField) {
 	}
 }
 
-// ownedRecord is a record Acquire returns, with room for its header
-// fields when there are few, so that both take one allocation.
+// ownedRecord is a record Acquire returns with its header fields, when
+// there are few, so that both take one allocation.
 type ownedRecord struct {
 	rec Record
 	hdr [4]HeaderField
@@ -499,9 +499,15 @@ type ownedRecord struct {
 // share the blob, which is never written into.
 func (s *memShard) ownedRecord(i int32) *Record {
 	sl := &s.slots[i]
-	o := new(ownedRecord)
-	view := &o.rec
-	s.decode(i, view, o.hdr[:0])
+	var view *Record
+	if n := int(sl.hdrN); n > 0 && n <= len(ownedRecord{}.hdr) {
+		o := new(ownedRecord)
+		view = &o.rec
+		s.decode(i, view, o.hdr[:0])
+	} else {
+		view = new(Record)
+		s.decode(i, view, nil)
+	}
 	var n int
 	if !sl.fpNil {
 		n += len(view.Fingerprint)

@@ -110,6 +110,7 @@ func (x *bench) newToken() idem.Token {
 // each runs op b.N times, serially or in parallel.
 func each(b *testing.B, parallel bool, op func() error) {
 	b.ReportAllocs()
+	defer conformance.ReportCPU(b)()
 	b.ResetTimer()
 	if parallel {
 		b.RunParallel(func(pb *testing.PB) {
