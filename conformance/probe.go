@@ -13,9 +13,9 @@ import (
 // errStoreDown is what a probeStore returns for the faults it simulates.
 var errStoreDown = errors.New("conformance: simulated store failure")
 
-// probeStore wraps the case's store: it counts calls, remembers the tokens
-// of the leases it granted and simulates faults. Set the fault fields
-// before the store is used.
+// probeStore wraps the case's store: it counts calls, in all and per
+// storage key, remembers the tokens of the leases it granted and simulates
+// faults. Set the fault fields before the store is used.
 type probeStore struct {
 	idem.Store
 
@@ -34,6 +34,40 @@ type probeStore struct {
 	mu    sync.Mutex
 	first *idem.Token
 	lease []idem.Token
+	byKey map[string]*storeCalls
+}
+
+// storeCalls counts the calls a store got for one key, failed ones
+// included.
+type storeCalls struct {
+	acquire, complete, release int
+}
+
+// count returns the calls made so far for the client key k sent without
+// a scope (no Authorization header).
+func (s *probeStore) count(k string) storeCalls {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.byKey[idem.DefaultEncodeKey("", k)]; c != nil {
+		return *c
+	}
+	return storeCalls{}
+}
+
+// note counts one call for key.
+func (s *probeStore) note(key string, add func(*storeCalls)) {
+	s.calls.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byKey == nil {
+		s.byKey = map[string]*storeCalls{}
+	}
+	c := s.byKey[key]
+	if c == nil {
+		c = &storeCalls{}
+		s.byKey[key] = c
+	}
+	add(c)
 }
 
 func (s *probeStore) isFirst(token idem.Token) bool {
@@ -51,7 +85,7 @@ func (s *probeStore) leases() []idem.Token {
 
 // Acquire implements idem.Store.
 func (s *probeStore) Acquire(ctx context.Context, key string, token idem.Token, fp []byte, lease time.Duration) (*idem.Record, error) {
-	s.calls.Add(1)
+	s.note(key, func(c *storeCalls) { c.acquire++ })
 	if s.failAcquire {
 		return nil, errStoreDown
 	}
@@ -69,7 +103,7 @@ func (s *probeStore) Acquire(ctx context.Context, key string, token idem.Token, 
 
 // Complete implements idem.Store.
 func (s *probeStore) Complete(ctx context.Context, key string, token idem.Token, rec *idem.Record, retention time.Duration) error {
-	s.calls.Add(1)
+	s.note(key, func(c *storeCalls) { c.complete++ })
 	if s.failComplete || s.crashFirst && s.isFirst(token) {
 		return errStoreDown
 	}
@@ -78,7 +112,7 @@ func (s *probeStore) Complete(ctx context.Context, key string, token idem.Token,
 
 // Release implements idem.Store.
 func (s *probeStore) Release(ctx context.Context, key string, token idem.Token) error {
-	s.calls.Add(1)
+	s.note(key, func(c *storeCalls) { c.release++ })
 	if s.crashFirst && s.isFirst(token) {
 		return errStoreDown
 	}

@@ -1,6 +1,7 @@
 package idemchi_test
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"testing"
 
@@ -13,22 +14,28 @@ import (
 )
 
 // harness serves conformance apps with a chi router: chi's Recoverer for
-// the whole router, the idemchi Middleware in a Group's r.Use (which chi
-// chains around each route, after routing), and each route with its own
-// settings as an r.With layer, which merges with the Group's layer and
-// wins where it sets something.
+// the whole router, the idemchi Middleware with the App's settings in a
+// Group's r.Use (which chi chains around each route, after routing), and
+// each route with its own settings as an r.With layer, which merges with
+// the Group's layer and wins where it sets something.
 type harness struct{}
 
 func (harness) Serve(t testing.TB, app conformance.App) string {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
 	r.Group(func(r chi.Router) {
-		r.Use(idemchi.Middleware(app.Engine))
+		r.Use(layer(app.Engine, app.Settings))
 		for _, rt := range app.Routes {
+			var own []func(http.Handler) http.Handler
+			if rt.Outer != (idem.Route{}) {
+				own = append(own, layer(app.Engine, rt.Outer))
+			}
+			if rt.Settings != (idem.Route{}) {
+				own = append(own, layer(app.Engine, rt.Settings))
+			}
 			router := r
-			if s := rt.Settings; s.Policy != idem.Inherit || s.Store != nil || s.Retention != 0 {
-				router = r.With(idemchi.Middleware(app.Engine,
-					idemchi.Policy(s.Policy), idemchi.Store(s.Store), idemchi.Retention(s.Retention)))
+			if len(own) > 0 {
+				router = r.With(own...)
 			}
 			router.Method(rt.Method, rt.Path, rt.Handler)
 		}
@@ -36,6 +43,11 @@ func (harness) Serve(t testing.TB, app conformance.App) string {
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// layer is the idemchi middleware with settings s.
+func layer(e *idem.Engine, s idem.Route) func(http.Handler) http.Handler {
+	return idemchi.Middleware(e, idemchi.Policy(s.Policy), idemchi.Store(s.Store), idemchi.Retention(s.Retention))
 }
 
 func (harness) Lacks() map[conformance.Capability]string {

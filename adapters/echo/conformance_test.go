@@ -1,22 +1,26 @@
 package idemecho_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"testing"
 
 	idemecho "github.com/idemkit/idem/adapters/echo"
 	"github.com/idemkit/idem/conformance"
+	idem "github.com/idemkit/idem/core"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 )
 
 // harness serves conformance apps with echo: Recover outermost, the
-// app-wide idem layer, and on each route with settings a route-level layer.
-// Echo runs the app-wide layer first, so it skips the routes that have
-// layers of their own (its Skipper), the echo way to let a route's
-// settings win (B2).
+// app-wide idem layer with the App's settings, and on each route with
+// settings a route-level layer. Echo runs the app-wide layer first, so it
+// skips the routes that have layers of their own (its Skipper), the echo
+// way to let a route's settings win (B2); a route layer then takes what
+// it leaves zero from the App's settings.
 type harness struct{}
 
 var _ conformance.Harness = harness{}
@@ -30,32 +34,35 @@ func (harness) Serve(t testing.TB, a conformance.App) string {
 	e.Use(middleware.Recover())
 	own := map[string]bool{}
 	for _, r := range a.Routes {
-		if s := r.Settings; s.Policy != 0 || s.Store != nil || s.Retention != 0 {
+		if r.Settings != (idem.Route{}) || r.Outer != (idem.Route{}) {
 			own[r.Method+" "+r.Path] = true
 		}
 	}
-	global, err := idemecho.Config{Engine: a.Engine, Skipper: func(c echo.Context) bool {
+	app := e.Group("", layer(t, idemecho.Config{Engine: a.Engine, Skipper: func(c echo.Context) bool {
 		return own[c.Request().Method+" "+c.Path()]
-	}}.ToMiddleware()
-	if err != nil {
-		t.Fatal(err)
-	}
-	app := e.Group("", global)
+	}}, a.Settings))
 	for _, r := range a.Routes {
 		var layers []echo.MiddlewareFunc
-		if own[r.Method+" "+r.Path] {
-			s := r.Settings
-			mw, err := idemecho.Config{Engine: a.Engine, Policy: s.Policy, Store: s.Store, Retention: s.Retention}.ToMiddleware()
-			if err != nil {
-				t.Fatalf("route %s %s: %v", r.Method, r.Path, err)
+		for _, s := range []idem.Route{r.Outer, r.Settings} {
+			if s != (idem.Route{}) {
+				layers = append(layers, layer(t, idemecho.Config{Engine: a.Engine}, conformance.Merge(s, a.Settings)))
 			}
-			layers = append(layers, mw)
 		}
 		app.Add(r.Method, r.Path, scripted(r.Handler), layers...)
 	}
 	srv := httptest.NewServer(e)
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// layer is the idemecho middleware of cfg with the settings s.
+func layer(t testing.TB, cfg idemecho.Config, s idem.Route) echo.MiddlewareFunc {
+	cfg.Policy, cfg.Store, cfg.Retention = s.Policy, s.Store, s.Retention
+	mw, err := cfg.ToMiddleware()
+	if err != nil {
+		t.Fatalf("idemecho.Config%+v: %v", s, err)
+	}
+	return mw
 }
 
 // scripted runs a conformance handler as an echo handler.
@@ -70,6 +77,8 @@ func scripted(h *conformance.Handler) echo.HandlerFunc {
 		switch {
 		case st.Panic:
 			panic("conformance: scripted panic")
+		case st.Goexit:
+			runtime.Goexit()
 		case st.Fail:
 			return conformance.ErrScripted
 		case st.Hijack:
@@ -83,7 +92,16 @@ func scripted(h *conformance.Handler) echo.HandlerFunc {
 		for _, f := range st.Header {
 			res.Header().Add(f.Name, f.Value)
 		}
+		if st.JSON {
+			return c.JSON(st.Status, json.RawMessage(st.Body))
+		}
 		res.WriteHeader(st.Status)
+		for _, f := range st.Late {
+			res.Header().Add(f.Name, f.Value)
+		}
+		if len(st.Body) == 0 {
+			return nil
+		}
 		if st.Flush {
 			half := len(st.Body) / 2
 			if _, err := res.Write(st.Body[:half]); err != nil {

@@ -2,6 +2,7 @@ package idemfiber_test
 
 import (
 	"bufio"
+	"encoding/json"
 	"net"
 	"testing"
 
@@ -15,15 +16,15 @@ import (
 // harness serves conformance apps with fiber on a loopback listener.
 type harness struct{}
 
-// Serve mounts the engine's handler on the app and a route-level handler
-// on each route with its own settings. Fiber runs app-wide middleware
+// Serve mounts the engine's handler with the App's settings on the app
+// and a route-level handler on each route with its own settings. Fiber runs app-wide middleware
 // before it matches the route, so the app-wide handler cannot see a
 // route's own handler; the fiber way to give a route its own settings is
 // to skip the route in the app-wide handler's Next (see the package doc).
 func (harness) Serve(t testing.TB, app conformance.App) string {
 	own := map[string]bool{}
 	for _, r := range app.Routes {
-		if r.Settings != (idem.Route{}) {
+		if r.Settings != (idem.Route{}) || r.Outer != (idem.Route{}) {
 			own[r.Method+" "+r.Path] = true
 		}
 	}
@@ -31,13 +32,18 @@ func (harness) Serve(t testing.TB, app conformance.App) string {
 	f.Use(recover.New())
 	f.Use(idemfiber.New(app.Engine, idemfiber.Config{Next: func(c *fiber.Ctx) bool {
 		return own[c.Method()+" "+c.Path()]
-	}}))
+	}, Policy: app.Settings.Policy, Store: app.Settings.Store, Retention: app.Settings.Retention}))
 	for _, r := range app.Routes {
 		handlers := []fiber.Handler{}
-		if r.Settings != (idem.Route{}) {
+		for _, s := range []idem.Route{r.Outer, r.Settings} {
+			if s == (idem.Route{}) {
+				continue
+			}
+			// The route's own handlers replace the app-wide one, so they
+			// take what they leave zero from the app-wide settings.
+			s = conformance.Merge(s, app.Settings)
 			handlers = append(handlers, idemfiber.New(app.Engine, idemfiber.Config{
-				Policy: r.Settings.Policy, Store: r.Settings.Store,
-				Retention: r.Settings.Retention,
+				Policy: s.Policy, Store: s.Store, Retention: s.Retention,
 			}))
 		}
 		handlers = append(handlers, scripted(r.Handler))
@@ -46,7 +52,11 @@ func (harness) Serve(t testing.TB, app conformance.App) string {
 	return serve(t, f)
 }
 
-func (harness) Lacks() map[conformance.Capability]string { return nil }
+func (harness) Lacks() map[conformance.Capability]string {
+	return map[conformance.Capability]string{
+		conformance.Goexit: "fasthttp serves a connection on a worker goroutine with no deferred cleanup: a handler that calls runtime.Goexit leaves the connection open and the client waiting",
+	}
+}
 
 // scripted runs a conformance handler as a fiber handler.
 func scripted(h *conformance.Handler) fiber.Handler {
@@ -67,7 +77,16 @@ func scripted(h *conformance.Handler) fiber.Handler {
 		for _, f := range step.Header {
 			c.Response().Header.Add(f.Name, f.Value)
 		}
+		if step.JSON {
+			return c.Status(step.Status).JSON(json.RawMessage(step.Body))
+		}
 		c.Status(step.Status)
+		for _, f := range step.Late {
+			c.Response().Header.Add(f.Name, f.Value)
+		}
+		if len(step.Body) == 0 {
+			return nil
+		}
 		if !step.Flush {
 			return c.Send(step.Body)
 		}

@@ -13,8 +13,9 @@ import (
 )
 
 // harness serves a conformance App with http.ServeMux. Each route's
-// handler is wrapped directly by the global Middleware and, when the route
-// has settings, by a route-level layer inside it, so the two merge and the
+// handler is wrapped directly by the router-wide Middleware, built with
+// the App's settings, and, when the route has settings, by a route-level
+// layer inside it (two, with Route.Outer), so the layers merge and the
 // route's settings win (B2).
 type harness struct{}
 
@@ -26,11 +27,14 @@ func (harness) Lacks() map[conformance.Capability]string {
 
 func (harness) Serve(t testing.TB, app conformance.App) string {
 	mux := http.NewServeMux()
-	global := idemhttp.Middleware(app.Engine)
+	global := layer(app.Engine, app.Settings)
 	for _, rt := range app.Routes {
 		var h http.Handler = rt.Handler
-		if s := rt.Settings; s.Policy != idem.Inherit || s.Store != nil || s.Retention != 0 || s.Name != "" {
-			h = idemhttp.Middleware(app.Engine, idemhttp.Policy(s.Policy), idemhttp.Store(s.Store), idemhttp.Retention(s.Retention))(h)
+		if rt.Settings != (idem.Route{}) {
+			h = layer(app.Engine, rt.Settings)(h)
+		}
+		if rt.Outer != (idem.Route{}) {
+			h = layer(app.Engine, rt.Outer)(h)
 		}
 		mux.Handle(rt.Method+" "+rt.Path, global(h))
 	}
@@ -39,6 +43,11 @@ func (harness) Serve(t testing.TB, app conformance.App) string {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv.URL
+}
+
+// layer is the idemhttp middleware with settings s.
+func layer(e *idem.Engine, s idem.Route) func(http.Handler) http.Handler {
+	return idemhttp.Middleware(e, idemhttp.Policy(s.Policy), idemhttp.Store(s.Store), idemhttp.Retention(s.Retention))
 }
 
 func TestConformance(t *testing.T) {
