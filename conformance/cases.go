@@ -110,6 +110,10 @@ var cases = []testCase{
 	{"B27/one_layer_processes", "with a router-wide layer and a route layer on one route, exactly one layer processes a request: the route layer's store gets one lease per request and the router-wide store none", nil, testOneLayerProcesses},
 	{"B27/stacked_route_layers", "of two idem layers stacked on one route, each with its own store, exactly one processes each request: one lease per request in one store, nothing in the other", nil, testStackedRouteLayers},
 	{"B28/decisions_are_reported_without_secrets", "every decision reaches the observer and the logger, and neither ever sees the raw key or a body", nil, testDecisionsAreReportedWithoutSecrets},
+	{"B35/handler_gets_run_context", "with a TransactionalStore the handler runs with the context the store's BeginRun made (it carries the transaction), and the record commits with it", nil, testHandlerGetsRunContext},
+	{"B35/response_held_until_commit", "with a TransactionalStore the client gets nothing of the response (not even its status line) until the store's Complete has returned", nil, testResponseHeldUntilCommit},
+	{"B35/commit_failure_is_a_problem", "when a TransactionalStore's commit fails the client gets 503 not-committed with Retry-After, never the handler's success, and the retry runs again", nil, testCommitFailureIsAProblem},
+	{"B35/flush_held_until_commit", "with a TransactionalStore a flushed response is held too: when the commit fails the client gets the 503 problem, not the flushed part", []Capability{Flush}, testFlushHeldUntilCommit},
 }
 
 // testSafeMethodsPassThrough: B1/safe_methods_pass_through.

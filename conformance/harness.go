@@ -142,6 +142,7 @@ type Handler struct {
 	mu       sync.Mutex
 	bodies   [][]byte
 	findings []*idem.Finding
+	runs     []bool
 	entered  chan struct{}
 	closed   bool
 	once     sync.Once
@@ -198,6 +199,7 @@ func (h *Handler) Serve(ctx context.Context, body []byte) Step {
 	h.mu.Lock()
 	h.bodies = append(h.bodies, append([]byte(nil), body...))
 	h.findings = append(h.findings, f)
+	h.runs = append(h.runs, ctx.Value(runKey{}) != nil)
 	if !h.closed {
 		h.closed = true
 		close(h.entry())
@@ -239,6 +241,15 @@ func (h *Handler) Bodies() [][]byte {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([][]byte(nil), h.bodies...)
+}
+
+// Runs reports, for each execution, whether the handler's context was the
+// one a transactional store began for the run (B35); only the suite's own
+// transactional store marks its runs.
+func (h *Handler) Runs() []bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]bool(nil), h.runs...)
 }
 
 // Findings returns the Finding of each execution (nil where none).

@@ -54,6 +54,8 @@ var mutants = []struct{ name, mistake string }{
 	{"route_layer_not_merged", "lets the route layer decide with only its own settings, dropping what it inherits from the router-wide layer"},
 	{"route_store_dropped", "hands the engine the route's policy and retention but not its store"},
 	{"route_retention_dropped", "hands the engine the route's policy and store but not its retention"},
+	{"run_context_not_passed", "runs the handler with the request's context, not the lease's, so a transactional store's handler has no transaction"},
+	{"response_not_held", "passes the response on as the handler writes it under a transactional store, so the client may see a success whose commit then fails"},
 	// The adapter on the kit (kitref_test.go): what an author writes on
 	// core/adapterkit.
 	{"kit_query_dropped", "Framework.Request leaves RawQuery out"},

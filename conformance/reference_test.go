@@ -302,7 +302,11 @@ func (l *refLayer) run(c *refCtx, d idem.Decision) error {
 	if d.BodyRead && !faulty("body_not_restored_on_run") {
 		c.R.Body = io.NopCloser(bytes.NewReader(d.Body))
 	}
-	rec := &recorder{w: c.W, lease: lease}
+	if !faulty("run_context_not_passed") {
+		// A transactional store's run context carries its transaction.
+		c.R = c.R.WithContext(lease.Context())
+	}
+	rec := &recorder{w: c.W, lease: lease, hold: lease.HoldResponse() && !faulty("response_not_held")}
 	c.W = rec
 	defer func() { c.W = rec.w }()
 	switch {
@@ -347,7 +351,14 @@ func (l *refLayer) finish(rec *recorder, lease *idem.Lease, err error) error {
 	case err != nil:
 		_ = lease.Release(err)
 	default:
-		_ = lease.Complete(rec.recorded())
+		if cerr := lease.Complete(rec.recorded()); cerr != nil && rec.hold {
+			// The handler's writes did not commit: never its success.
+			rec.commitFailed()
+			return nil
+		}
+	}
+	if rec.hold && rec.touched && !rec.hijacked {
+		rec.sendHeld()
 	}
 	return err
 }
@@ -365,12 +376,45 @@ type recorder struct {
 	truncated bool
 	streamed  bool
 	hijacked  bool
+	// hold: the lease's record commits with the handler's writes, so the
+	// response goes out only after Complete (B35); until then the status
+	// and the body are kept here (touched: the handler chose a status,
+	// wrote or flushed).
+	hold    bool
+	touched bool
+	held    []byte
+}
+
+// sendHeld writes the held response.
+func (r *recorder) sendHeld() {
+	status := r.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	r.w.Status(status)
+	if len(r.held) > 0 {
+		_, _ = r.w.Write(r.held)
+	}
+}
+
+// commitFailed answers with the lease's not-committed problem in place of
+// the held response, dropping the header fields the handler set.
+func (r *recorder) commitFailed() {
+	h := r.w.Header()
+	for name := range h {
+		delete(h, name)
+	}
+	p, resp := r.lease.CommitFailure()
+	write(r.w, idem.Decision{Action: idem.Respond, Response: resp, Problem: p})
 }
 
 func (r *recorder) Header() http.Header { return r.w.Header() }
 
 func (r *recorder) Status(code int) {
-	r.w.Status(code)
+	r.touched = true
+	if !r.hold {
+		r.w.Status(code)
+	}
 	if !faulty("status_only_as_200") && !faulty("status_not_recorded") {
 		r.status = code
 	}
@@ -380,7 +424,9 @@ func (r *recorder) Status(code int) {
 	case faulty("late_headers_dropped"):
 		// Sends the header as soon as the status is chosen.
 		r.snapshot()
-		_, _ = r.w.Write(nil)
+		if !r.hold {
+			_, _ = r.w.Write(nil)
+		}
 	}
 }
 
@@ -406,7 +452,13 @@ func (r *recorder) begin() {
 
 func (r *recorder) Write(p []byte) (int, error) {
 	r.begin()
-	n, err := r.w.Write(p)
+	r.touched = true
+	n, err := len(p), error(nil)
+	if r.hold {
+		r.held = append(r.held, p...)
+	} else {
+		n, err = r.w.Write(p)
+	}
 	if room := r.lease.MaxBody() - len(r.body); n > room {
 		r.body = append(r.body, p[:room]...)
 		r.truncated = !faulty("truncation_not_reported")
@@ -418,7 +470,10 @@ func (r *recorder) Write(p []byte) (int, error) {
 
 func (r *recorder) Flush() {
 	r.begin()
-	r.w.Flush()
+	r.touched = true
+	if !r.hold {
+		r.w.Flush()
+	}
 	if !faulty("flush_bypasses_recorder") {
 		r.streamed = true
 	}
