@@ -21,8 +21,11 @@ const (
 	shortRetention = 150 * time.Millisecond
 	// renewedLease is the lease of the renewal cases (B16): renewals come
 	// every half lease, so half of it is how late one may be on a loaded
-	// machine before the lease runs out under a handler that still runs.
-	renewedLease = 300 * time.Millisecond
+	// machine before the lease runs out under a handler that still runs;
+	// the default StoreTimeout is a quarter of it (B34), what one renewal
+	// may take against a Redis or PostgreSQL store. At 300 ms (75 ms per
+	// store call) both cases failed under a load average of 13.
+	renewedLease = 600 * time.Millisecond
 	// pastShort is long enough for a short lease or retention to run out.
 	pastShort = 350 * time.Millisecond
 )
