@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/gofiber/fiber/v2/utils"
@@ -259,9 +260,16 @@ func (framework) Next(c call) error { return c.c.Next() }
 func (framework) Write(c call, r *idem.Response) {
 	resp := c.c.Response()
 	for i, f := range r.Header {
-		if repeated(r.Header[:i], f.Name) {
+		switch {
+		case repeated(r.Header[:i], f.Name):
 			resp.Header.Add(f.Name, f.Value)
-		} else {
+		case canonicalName(f.Name) && strings.IndexByte(f.Value, '\r') < 0 && strings.IndexByte(f.Value, '\n') < 0:
+			// Set would copy the name to normalise it and strip line
+			// breaks from the value: neither changes such a field, and
+			// SetCanonical copies both as they are.
+			resp.Header.SetCanonical(unsafe.Slice(unsafe.StringData(f.Name), len(f.Name)),
+				unsafe.Slice(unsafe.StringData(f.Value), len(f.Value)))
+		default:
 			resp.Header.Set(f.Name, f.Value)
 		}
 	}
@@ -317,6 +325,31 @@ func repeated(fields []idem.HeaderField, name string) bool {
 		}
 	}
 	return false
+}
+
+// canonicalName reports whether name is a non-empty header name in the
+// form fasthttp normalises names to: letters upper case at the start and
+// after each '-', lower case elsewhere, and no character Set would change.
+func canonicalName(name string) bool {
+	upper := true
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			if !upper {
+				return false
+			}
+		case 'a' <= c && c <= 'z':
+			if upper {
+				return false
+			}
+		case c == '-' || '0' <= c && c <= '9':
+		default:
+			return false
+		}
+		upper = c == '-'
+	}
+	return name != ""
 }
 
 // appFold remembers whether an app matches header names as sent.
