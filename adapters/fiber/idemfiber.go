@@ -327,24 +327,26 @@ func repeated(fields []idem.HeaderField, name string) bool {
 	return false
 }
 
-// canonicalName reports whether name is a non-empty header name in the
-// form fasthttp normalises names to: letters upper case at the start and
-// after each '-', lower case elsewhere, and no character Set would change.
+// canonicalName reports whether name is a non-empty header name of
+// letters, digits and '-' that fasthttp's normalisation leaves as it is:
+// the first character and the one after each '-' upper case (that one
+// is not looked at further), every other letter lower case.
 func canonicalName(name string) bool {
 	upper := true
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		switch {
-		case 'A' <= c && c <= 'Z':
-			if !upper {
+		lower, capital := 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z'
+		if !lower && !capital && c != '-' && (c < '0' || c > '9') {
+			return false
+		}
+		if upper {
+			if lower {
 				return false
 			}
-		case 'a' <= c && c <= 'z':
-			if upper {
-				return false
-			}
-		case c == '-' || '0' <= c && c <= '9':
-		default:
+			upper = false
+			continue
+		}
+		if capital {
 			return false
 		}
 		upper = c == '-'
