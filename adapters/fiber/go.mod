@@ -1,6 +1,6 @@
 module github.com/idemkit/idem/adapters/fiber
 
-go 1.25
+go 1.25.0
 
 require (
 	github.com/gofiber/fiber/v2 v2.52.15
@@ -12,7 +12,8 @@ require (
 require (
 	github.com/andybalholm/brotli v1.2.7 // indirect
 	github.com/google/uuid v1.6.0 // indirect
-	github.com/klauspost/compress v1.17.9 // indirect
+	github.com/idemkit/idem/adapters/internal/fasthttpkit v0.0.0
+	github.com/klauspost/compress v1.20.2 // indirect
 	github.com/klauspost/cpuid/v2 v2.2.10 // indirect
 	github.com/mattn/go-colorable v0.1.13 // indirect
 	github.com/mattn/go-isatty v0.0.20 // indirect
@@ -29,3 +30,5 @@ require (
 replace github.com/idemkit/idem/core => ../../core
 
 replace github.com/idemkit/idem/conformance => ../../conformance
+
+replace github.com/idemkit/idem/adapters/internal/fasthttpkit => ../internal/fasthttpkit

@@ -1,12 +1,13 @@
-package idemfiber
+package fasthttpkit
 
 import (
+	"net/http"
 	"strings"
+	"unsafe"
 
-	"github.com/gofiber/fiber/v2"
-	"github.com/gofiber/fiber/v2/utils"
-	idem "github.com/idemkit/idem/core"
 	"github.com/valyala/fasthttp"
+
+	idem "github.com/idemkit/idem/core"
 )
 
 // The engine reads headers through idem.Header views over fasthttp's own
@@ -17,7 +18,10 @@ import (
 // inside Lease.Complete, which hands them to a store that copies what it
 // keeps (idem.Store). fasthttp changes neither while the handler chain
 // runs. The header of a response is read after the handler returned to
-// this adapter, before fasthttp reuses it for the next request.
+// the adapter, before fasthttp reuses it for the next request.
+
+// unsafeString returns b as a string without a copy: a view of b.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // valueSlots hands out the []string results of Values from a fixed array,
 // so that reading a header allocates nothing; each call gets slots of its
@@ -40,7 +44,7 @@ func (s *valueSlots) view(vs [][]byte) []string {
 		out = make([]string, 0, len(vs))
 	}
 	for _, v := range vs {
-		out = append(out, utils.UnsafeString(v))
+		out = append(out, unsafeString(v))
 	}
 	return out
 }
@@ -77,6 +81,7 @@ type responseHeader struct {
 func (h *responseHeader) Values(name string) []string {
 	if !h.listed {
 		h.listed = true
+		//lint:ignore SA1019 All, its replacement, is missing from fasthttp v1.51.0, the version Fiber v2 requires
 		h.h.VisitAll(func(k, v []byte) {
 			if h.n == len(h.fields) {
 				h.many = true
@@ -98,7 +103,7 @@ func (h *responseHeader) Values(name string) []string {
 			if out == nil {
 				out = h.view([][]byte{f.value})
 			} else {
-				out = append(out, utils.UnsafeString(f.value))
+				out = append(out, unsafeString(f.value))
 			}
 		}
 	}
@@ -106,8 +111,8 @@ func (h *responseHeader) Values(name string) []string {
 }
 
 // foldHeader views the headers of an app that disables fasthttp's header
-// name normalization (fiber.Config.DisableHeaderNormalizing): names are
-// kept as sent, so they are matched case-insensitively here (B4).
+// name normalization (Fiber's DisableHeaderNormalizing): names are kept as
+// sent, so they are matched case-insensitively here (B4).
 type foldHeader struct {
 	h interface {
 		VisitAll(f func(key, value []byte))
@@ -119,7 +124,7 @@ type foldHeader struct {
 func (h foldHeader) Values(name string) []string {
 	var out []string
 	h.h.VisitAll(func(key, value []byte) {
-		if strings.EqualFold(utils.UnsafeString(key), name) {
+		if strings.EqualFold(unsafeString(key), name) {
 			out = append(out, string(value))
 		}
 	})
@@ -144,16 +149,16 @@ func viewResponseHeader(v *responseHeader, h *fasthttp.ResponseHeader, fold bool
 	return v
 }
 
-// methods are the methods fiber registers by default, as constants.
+// methods are the methods Fiber registers by default, as constants.
 var methods = [...]string{
-	fiber.MethodPost, fiber.MethodPut, fiber.MethodPatch, fiber.MethodDelete,
-	fiber.MethodGet, fiber.MethodHead, fiber.MethodOptions, fiber.MethodConnect, fiber.MethodTrace,
+	http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete,
+	http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodConnect, http.MethodTrace,
 }
 
-// method returns m as a string that does not share fasthttp's buffer:
-// a constant for the common methods, a copy otherwise. The engine keeps
-// the method in its events.
-func method(m string) string {
+// stableMethod returns m as a string that does not share fasthttp's
+// buffer: a constant for the common methods, a copy otherwise. The engine
+// keeps the method in its events.
+func stableMethod(m string) string {
 	for _, c := range methods {
 		if m == c {
 			return c

@@ -1,4 +1,4 @@
-package idemfiber
+package fasthttpkit
 
 import (
 	"testing"
@@ -18,6 +18,7 @@ func TestCanonicalName(t *testing.T) {
 		var h fasthttp.ResponseHeader
 		h.Set(name, "v")
 		normalised := false
+		//lint:ignore SA1019 All, its replacement, is missing from fasthttp v1.51.0, the version Fiber v2 requires
 		h.VisitAll(func(k, _ []byte) { normalised = normalised || string(k) == name })
 		if got := canonicalName(name); got && !normalised {
 			t.Errorf("canonicalName(%q) = true, but fasthttp stores the name otherwise", name)
