@@ -24,9 +24,10 @@
 //   - writing an engine response to an http.ResponseWriter
 //     ([WriteResponse]).
 //
-// The framework adapters of this repository (net/http, chi, echo, Fiber)
-// are built on it, and so can yours: see the checklist below, and the
-// complete adapter for a small router in examples/adapter.
+// The framework adapters of this repository (net/http, chi, gin, echo v4
+// and v5, Fiber v2 and v3) are built on it, and so can yours: see the
+// checklist below, and the complete adapter for a small router in
+// examples/adapter.
 //
 // # Shape
 //
