@@ -1,7 +1,8 @@
 // Package reliability holds idem's reliability and security tests: it has
 // no API of its own, only tests that drive real servers on loopback
 // listeners, real stores and real faults through every adapter (net/http,
-// chi, echo, fiber) and every store (memory, Redis, PostgreSQL).
+// chi, gin, echo v4 and v5, Fiber v2 and v3) and every store (memory,
+// Redis, PostgreSQL).
 //
 // What the tests prove, each named after the rules of the behaviour
 // contract it checks:

@@ -10,14 +10,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/go-chi/chi/v5"
 	"github.com/gofiber/fiber/v2"
+	fiber3 "github.com/gofiber/fiber/v3"
+	recover3 "github.com/gofiber/fiber/v3/middleware/recover"
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	echo5 "github.com/labstack/echo/v5"
+	middleware5 "github.com/labstack/echo/v5/middleware"
 
 	idemchi "github.com/idemkit/idem/adapters/chi"
 	idemecho "github.com/idemkit/idem/adapters/echo"
+	idemecho5 "github.com/idemkit/idem/adapters/echo5"
 	idemfiber "github.com/idemkit/idem/adapters/fiber"
+	idemfiber3 "github.com/idemkit/idem/adapters/fiber3"
+	idemgin "github.com/idemkit/idem/adapters/gin"
 	idemhttp "github.com/idemkit/idem/adapters/nethttp"
 	idem "github.com/idemkit/idem/core"
 )
@@ -43,7 +51,10 @@ var adapters = map[string]func(e *idem.Engine, a *api) server{
 	"nethttp": netHTTPServer,
 	"chi":     chiServer,
 	"echo":    echoServer,
+	"echo5":   echo5Server,
 	"fiber":   fiberServer,
+	"fiber3":  fiber3Server,
+	"gin":     ginServer,
 }
 
 // netHTTPServer mounts the routes on a net/http ServeMux, each wrapped in
@@ -112,6 +123,71 @@ func fiberServer(e *idem.Engine, a *api) server {
 	return fiberApp{app}
 }
 
+// echo5Server mounts the routes on an echo v5 instance, the same way as
+// echoServer: Recover outside the route-level idem middleware, which gives a
+// panicking handler's key up before Recover turns the panic into an error
+// for echo's error handler.
+func echo5Server(e *idem.Engine, a *api) server {
+	app := echo5.New()
+	app.Use(middleware5.Recover(), echo5.WrapMiddleware(authenticate))
+	app.POST("/orders", serveEcho5(a.createOrder), idemecho5.Required(e))
+	app.GET("/orders", serveEcho5(a.listOrders))
+	app.GET("/orders/:id", serveEcho5(a.getOrder))
+	app.POST("/payments", serveEcho5(a.createPayment), idemecho5.Optional(e))
+	app.POST("/webhooks", serveEcho5(a.receiveWebhook), idemecho5.Exempt(e))
+	return newHTTPServer(app)
+}
+
+// ginServer mounts the routes on a gin engine, with the policies as route
+// handlers in front of each operation; gin's Recovery is outside them. The
+// gin engine is an http.Handler, served by the same http.Server as
+// net/http behind the same authenticate.
+func ginServer(e *idem.Engine, a *api) server {
+	gin.SetMode(gin.ReleaseMode)
+	app := gin.New()
+	app.Use(gin.Recovery())
+	app.POST("/orders", idemgin.Required(e), serveGin(a.createOrder))
+	app.GET("/orders", serveGin(a.listOrders))
+	app.GET("/orders/:id", serveGin(a.getOrder))
+	app.POST("/payments", idemgin.Optional(e), serveGin(a.createPayment))
+	app.POST("/webhooks", idemgin.Exempt(e), serveGin(a.receiveWebhook))
+	return newHTTPServer(authenticate(app))
+}
+
+// fiber3Server mounts the routes on a Fiber v3 app, the same way as
+// fiberServer; Fiber v3's request context is c.Context().
+func fiber3Server(e *idem.Engine, a *api) server {
+	app := fiber3.New(fiber3.Config{
+		BodyLimit:    maxBody,
+		ReadTimeout:  readTimeout,
+		ErrorHandler: idemfiber3.ErrorHandler(e, nil),
+	})
+	app.Use(recover3.New(), func(c fiber3.Ctx) error {
+		if p := principal(c.Get("X-Api-Key"), c.Get(fiber3.HeaderAuthorization)); p != "" {
+			c.SetContext(idem.WithPrincipal(c.Context(), p))
+		}
+		return c.Next()
+	})
+	app.Post("/orders", idemfiber3.Required(e), serveFiber3(a.createOrder))
+	app.Get("/orders", serveFiber3(a.listOrders))
+	app.Get("/orders/:id", serveFiber3(a.getOrder))
+	app.Post("/payments", idemfiber3.Optional(e), serveFiber3(a.createPayment))
+	app.Post("/webhooks", idemfiber3.Exempt(e), serveFiber3(a.receiveWebhook))
+	return fiber3App{app}
+}
+
+// fiber3App is a Fiber v3 app as a server.
+type fiber3App struct{ app *fiber3.App }
+
+// Serve serves the app on ln until Shutdown.
+func (f fiber3App) Serve(ln net.Listener) error {
+	return f.app.Listener(ln, fiber3.ListenConfig{DisableStartupMessage: true})
+}
+
+// Shutdown stops accepting connections and waits for requests in progress
+// until ctx is done.
+func (f fiber3App) Shutdown(ctx context.Context) error { return f.app.ShutdownWithContext(ctx) }
+
 // fiberApp is a fiber app as a server.
 type fiberApp struct{ app *fiber.App }
 
@@ -174,6 +250,21 @@ func serveEcho(op operation) echo.HandlerFunc {
 	}
 }
 
+// serveEcho5 runs op as an echo v5 handler.
+func serveEcho5(op operation) echo5.HandlerFunc {
+	return func(c *echo5.Context) error {
+		serveOperation(c.Response(), c.Request(), c.Param, op)
+		return nil
+	}
+}
+
+// serveGin runs op as a gin handler.
+func serveGin(op operation) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		serveOperation(c.Writer, c.Request, c.Param, op)
+	}
+}
+
 // serveOperation reads r's body and writes op's reply to w; param finds
 // the route's path parameters.
 func serveOperation(w http.ResponseWriter, r *http.Request, param func(string) string, op operation) {
@@ -199,6 +290,23 @@ func serveFiber(op operation) fiber.Handler {
 			c.Set(fiber.HeaderLocation, rep.location)
 		}
 		c.Set(fiber.HeaderContentType, rep.contentType)
+		return c.Status(rep.status).Send(rep.body)
+	}
+}
+
+// serveFiber3 runs op as a Fiber v3 handler; like serveFiber, it hands
+// the operation copies of fasthttp's buffers.
+func serveFiber3(op operation) fiber3.Handler {
+	return func(c fiber3.Ctx) error {
+		rep := op(call{
+			ctx:   c.Context(),
+			body:  bytes.Clone(c.Body()),
+			param: func(name string) string { return strings.Clone(c.Params(name)) },
+		})
+		if rep.location != "" {
+			c.Set(fiber3.HeaderLocation, rep.location)
+		}
+		c.Set(fiber3.HeaderContentType, rep.contentType)
 		return c.Status(rep.status).Send(rep.body)
 	}
 }

@@ -10,8 +10,9 @@
 // store. Flags:
 //
 //	-addr          listen address (default 127.0.0.1:8080)
-//	-adapter       which adapter serves the routes: nethttp, chi, echo or
-//	               fiber (default nethttp)
+//	-adapter       which adapter serves the routes: nethttp, chi, echo
+//	               (echo v4), echo5, fiber (Fiber v2), fiber3 or gin
+//	               (default nethttp)
 //	-store         where idempotency records live: memory, redis, postgres
 //	               or postgres-tx, PostgreSQL's transactional mode, which
 //	               creates each order in the request's transaction, committed

@@ -333,7 +333,7 @@ func TestRunRefusesBadSettings(t *testing.T) {
 		o    options
 		want string
 	}{
-		{"unknown adapter", options{adapter: "gin", store: "memory"}, `unknown -adapter "gin"`},
+		{"unknown adapter", options{adapter: "gorilla", store: "memory"}, `unknown -adapter "gorilla"`},
 		{"unknown store", options{adapter: "nethttp", store: "etcd"}, `unknown -store "etcd"`},
 		{"redis URL", options{adapter: "nethttp", store: "redis", redisURL: "http://127.0.0.1:6379"}, "open redis store"},
 		{"postgres table", options{adapter: "nethttp", store: "postgres", postgresURL: defaultPostgresURL, table: "Orders-Idem"}, "open postgres store"},
