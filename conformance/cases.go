@@ -113,6 +113,8 @@ var cases = []testCase{
 	{"B27/one_layer_processes", "with a router-wide layer and a route layer on one route, exactly one layer processes a request: the route layer's store gets one lease per request and the router-wide store none", nil, testOneLayerProcesses},
 	{"B27/stacked_route_layers", "of two idem layers stacked on one route, each with its own store, exactly one processes each request: one lease per request in one store, nothing in the other", nil, testStackedRouteLayers},
 	{"B28/decisions_are_reported_without_secrets", "every decision reaches the observer and the logger, and neither ever sees the raw key or a body", nil, testDecisionsAreReportedWithoutSecrets},
+	{"B30/full_store_refuses_new_keys", "a store too full for new keys answers them 503 store-full with Retry-After, never runs them (not even with FailOpen), and still replays the records it holds", nil, testFullStoreRefusesNewKeys},
+	{"B33/corrupt_record_is_a_store_error", "a record the store returns with a status outside 100-599 is never written to the client: 503 store-unavailable, and the handler does not run", nil, testCorruptRecordIsAStoreError},
 	{"B35/handler_gets_run_context", "with a TransactionalStore the handler runs with the context the store's BeginRun made (it carries the transaction), and the record commits with it", nil, testHandlerGetsRunContext},
 	{"B35/response_held_until_commit", "with a TransactionalStore the client gets nothing of the response (not even its status line) until the store's Complete has returned", nil, testResponseHeldUntilCommit},
 	{"B35/commit_failure_is_a_problem", "when a TransactionalStore's commit fails the client gets 503 not-committed with Retry-After, never the handler's success, and the retry runs again", nil, testCommitFailureIsAProblem},
@@ -1442,4 +1444,37 @@ func binaryBody() []byte {
 		}
 	}
 	return b
+}
+
+// testFullStoreRefusesNewKeys: B30/full_store_refuses_new_keys.
+func testFullStoreRefusesNewKeys(f *fixture) {
+	st := f.probe()
+	h := orderHandler()
+	f.serve(f.engine(idem.Config{Store: st, FailOpen: true}), post("/orders", h))
+	done := f.key()
+	f.expect(f.post("/orders", created, key(done)), 201, "first, before the store fills up")
+	st.full.Store(true)
+	fresh := f.key()
+	r := f.post("/orders", created, key(fresh))
+	f.expectProblem(r, 503, idem.ProblemStoreFull, "new key, store full")
+	f.expectRetryAfter(r, "new key, store full")
+	f.expectCalls(h, 1, "new key refused by a full store, fail-open or not")
+	f.expectStoreCalls(st, fresh, storeCalls{acquire: 1}, "new key refused by a full store")
+	f.expectReplayed(f.post("/orders", created, key(done)), true, "retry of a completed key, store full")
+	f.expectCalls(h, 1, "retry of a completed key, store full")
+}
+
+// testCorruptRecordIsAStoreError: B33/corrupt_record_is_a_store_error.
+func testCorruptRecordIsAStoreError(f *fixture) {
+	st := f.probe()
+	h := orderHandler()
+	f.serve(f.engine(idem.Config{Store: st}), post("/orders", h))
+	k := f.key()
+	f.expect(f.post("/orders", created, key(k)), 201, "first")
+	st.corruptStatus.Store(1000)
+	r := f.post("/orders", created, key(k))
+	f.expectProblem(r, 503, idem.ProblemStoreUnavailable, "retry of a record with status 1000")
+	f.expectCalls(h, 1, "retry of a corrupt record")
+	st.corruptStatus.Store(0)
+	f.expectReplayed(f.post("/orders", created, key(k)), true, "retry once the record reads well again")
 }

@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,14 @@ type probeStore struct {
 	// and Release fail and change nothing, as if its process had died
 	// (B17).
 	crashFirst bool
+	// full makes the store refuse every new key with idem.ErrStoreFull,
+	// as a bounded store under pressure does, while it still returns the
+	// records it holds (B30). Safe to set while the store is in use.
+	full atomic.Bool
+	// corruptStatus, when not 0, replaces the status of every completed
+	// record Acquire returns, as a store holding corrupt records would
+	// (B33). Safe to set while the store is in use.
+	corruptStatus atomic.Int32
 
 	calls atomic.Int64
 	mu    sync.Mutex
@@ -90,6 +99,16 @@ func (s *probeStore) Acquire(ctx context.Context, key string, token idem.Token, 
 		return nil, errStoreDown
 	}
 	rec, err := s.Store.Acquire(ctx, key, token, fp, lease)
+	if rec == nil && err == nil && s.full.Load() {
+		// Refused: the lease the wrapped store granted is given back.
+		if err := s.Store.Release(ctx, key, token); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("conformance: simulated full store: %w", idem.ErrStoreFull)
+	}
+	if bad := s.corruptStatus.Load(); bad != 0 && rec != nil && rec.State == idem.Completed {
+		rec.Status = int(bad)
+	}
 	if rec == nil && err == nil {
 		s.mu.Lock()
 		if s.first == nil {
