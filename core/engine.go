@@ -348,8 +348,8 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 				return e.found(ctx, ev, policy, d, &Finding{Kind: FoundCompleted, NotReplayable: true, Problem: problemNotReplayable()}, NotReplayableRecord)
 			}
 			if policy == Manual {
-				// The handler gets a copy of its own: rec may be a view of
-				// the memory store's record.
+				// The handler gets a copy of its own: rec may share the
+				// store's bytes.
 				resp := &Response{Status: rec.Status, Header: append([]HeaderField(nil), rec.Header...), Body: cloneBytes(rec.Body)}
 				return e.found(ctx, ev, policy, d, &Finding{Kind: FoundCompleted, Response: resp}, Replayed)
 			}
@@ -508,16 +508,12 @@ func (e *Engine) parseKey(values []string) (string, error) {
 	return key, nil
 }
 
-// acquire leases key, or returns its live record and true. A LocalStore
-// is asked for a view of the record, without a timer: it never waits, and
-// the engine only reads the record, so a stored response is not copied.
+// acquire leases key, or returns its live record and true. The engine
+// only reads the record: a store may share its bytes (see Store).
 func (e *Engine) acquire(ctx context.Context, store Store, key string, token Token, fp []byte) (Record, bool, error) {
-	if local, ok := store.(LocalStore); ok {
-		return local.AcquireView(ctx, key, token, fp, e.cfg.LeaseTime)
-	}
 	ctx, cancel := e.storeContext(ctx, store)
-	defer cancel()
 	rec, err := store.Acquire(ctx, key, token, fp, e.cfg.LeaseTime)
+	cancel()
 	if rec == nil || err != nil {
 		return Record{}, false, err
 	}
@@ -627,8 +623,9 @@ func (e *Engine) problem(ctx context.Context, ev Event, p *Problem) Decision {
 }
 
 func (e *Engine) replay(ctx context.Context, ev Event, resp *Response) Decision {
-	// resp.Header is the engine's own (a store returns a record that is
-	// the caller's own; the memory store leaves room for this field).
+	// resp.Header is the engine's own (a store returns a record whose
+	// Header slice is the caller's own; the memory store leaves room for
+	// this field).
 	resp.Header = append(resp.Header, HeaderField{ReplayedHeader, "true"})
 	if e.cfg.ReplayStatus != 0 {
 		resp.Status = e.cfg.ReplayStatus

@@ -65,8 +65,10 @@ const entryOverhead = 160
 // the store is at least half full (by entries or bytes), a new key from a
 // scope that holds more than the average scope does fails with
 // ErrScopeFull, so a scope that floods the store is refused first and the
-// others keep their room. Records do not survive the process, and are not
-// shared between processes: use a shared store for more than one replica.
+// others keep their room. The store counts what each scope holds only
+// while it is at least three eighths full. Records do not survive the
+// process, and are not shared between processes: use a shared store for
+// more than one replica.
 //
 // The scope of a key is known when the engine calls the store: the engine
 // passes a hash of it (never the scope itself) along with the request's
@@ -76,12 +78,18 @@ const entryOverhead = 160
 // body) and a fixed-size slot without pointers, so a store holding many
 // records costs the garbage collector one pointer per record.
 type MemoryStore struct {
-	shards     []memShard
-	seed       maphash.Seed
-	clock      Clock
+	shards []memShard
+	seed   maphash.Seed
+	clock  Clock
+	// mono is set when clock is the system clock: now then counts from
+	// started, which is start in Unix nanoseconds.
+	mono       bool
+	started    time.Time
+	start      int64
 	maxEntries int
 	maxBytes   int64
-	// use counts records and bytes per scope (B30).
+	// use counts records and bytes, per scope while the store is pressed
+	// (B30).
 	use *scopeUse
 
 	closeOnce sync.Once
@@ -111,7 +119,7 @@ type memShardState struct {
 	free  int32 // first free slot, linked through next
 	count int
 	bytes int64
-	// use is the store's per-scope count.
+	// use is the store's count (B30).
 	use *scopeUse
 	// expiryFloor is at most the earliest expiry of any record in the
 	// shard: before it, no record can have expired, so a shard full of
@@ -122,9 +130,17 @@ type memShardState struct {
 	expiryFloor int64
 }
 
-// memSlot describes one record; its variable-length parts are in the blob,
-// in this order: key, fingerprint, header fields (each name and value
-// preceded by its length as a uvarint), body.
+// Where a slot keeps its key and fingerprint when they fit (memSlot.head):
+// the default storage key and a fingerprint of up to SHA-256's size.
+const (
+	headKey = storageKeyLen
+	headFP  = 32
+)
+
+// memSlot describes one record. Its key and fingerprint are in head when
+// they fit (inline), so that leasing a key allocates nothing; otherwise
+// they start the blob. The rest of the blob is the header fields (each
+// name and value preceded by its length as a uvarint), then the body.
 type memSlot struct {
 	hash      uint64
 	expires   int64 // Unix nanoseconds
@@ -142,6 +158,28 @@ type memSlot struct {
 	fpNil     bool
 	bodyNil   bool
 	notReplay bool
+	inline    bool
+	head      [headKey + headFP]byte
+}
+
+// fits reports whether a key and fingerprint of these lengths fit a
+// slot's head.
+func fits(keyLen, fpLen int) bool { return keyLen <= headKey && fpLen <= headFP }
+
+// key returns the key of slot i, a view of the shard's memory.
+func (s *memShard) key(i int32) []byte {
+	if sl := &s.slots[i]; sl.inline {
+		return sl.head[:sl.keyLen]
+	}
+	return s.blobs[i][:s.slots[i].keyLen]
+}
+
+// prefix is how many bytes of slot i's blob its key and fingerprint take.
+func (sl *memSlot) prefix() int {
+	if sl.inline {
+		return 0
+	}
+	return int(sl.keyLen + sl.fpLen)
 }
 
 // NewMemoryStore returns a MemoryStore. Call Close to stop its janitor.
@@ -171,6 +209,10 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 		use:        newScopeUse(),
 		stop:       make(chan struct{}),
 		stopped:    make(chan struct{}),
+	}
+	if _, ok := opts.Clock.(systemClock); ok {
+		m.mono, m.started = true, time.Now()
+		m.start = m.started.UnixNano()
 	}
 	m.use.maxEntries = int64(m.maxEntries) * int64(opts.Shards)
 	m.use.maxBytes = m.maxBytes * int64(opts.Shards)
@@ -244,7 +286,16 @@ func (m *MemoryStore) locate(key string) (uint64, *memShard) {
 	return h, &m.shards[h%uint64(len(m.shards))]
 }
 
-func (m *MemoryStore) now() int64 { return m.clock.Now().UnixNano() }
+// now returns the time in Unix nanoseconds. With the system clock it
+// reads only the monotonic clock, at half the cost of time.Now, from the
+// store's start: records then expire by elapsed time, whatever happens to
+// the wall clock meanwhile.
+func (m *MemoryStore) now() int64 {
+	if m.mono {
+		return m.start + int64(time.Since(m.started))
+	}
+	return m.clock.Now().UnixNano()
+}
 
 // after returns now plus d in Unix nanoseconds, saturating instead of
 // overflowing.
@@ -262,30 +313,22 @@ func ctxErr(ctx context.Context) error {
 	return nil
 }
 
-// Acquire implements Store. A live record is returned in two
-// allocations: the Record with room for a few header fields, and one
-// slice that holds its fingerprint and body; its header strings, which
-// cannot be written into, share the store's bytes.
+// Acquire implements Store. A live record is returned in one allocation,
+// the Record with room for a few header fields and for a fingerprint the
+// store keeps in a slot's head; its Body, a longer Fingerprint and its
+// header strings share the store's bytes, which the store never writes
+// into again (see Store).
 func (m *MemoryStore) Acquire(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (*Record, error) {
 	var rec *Record
-	found, err := m.lease(ctx, key, token, fingerprint, lease, func(s *memShard, i int32) { rec = s.ownedRecord(i) })
+	found, err := m.lease(ctx, key, token, fingerprint, lease, func(s *memShard, i int32) { rec = s.record(i) })
 	if !found {
 		return nil, err
 	}
 	return rec, nil
 }
 
-// AcquireView implements LocalStore: it leases key, copying key and
-// fingerprint, or returns the live record and true. The record's
-// Fingerprint and Body, and the strings of its Header, share the store's
-// bytes, which the store never writes into: the engine, which only reads
-// them, uses the record as it is, and the replay path is spared a copy of
-// the response. Its Header slice is the caller's own, with room for one
-// more field.
-func (m *MemoryStore) AcquireView(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (rec Record, found bool, err error) {
-	found, err = m.lease(ctx, key, token, fingerprint, lease, func(s *memShard, i int32) { rec = s.record(i) })
-	return rec, found, err
-}
+// Local marks the MemoryStore as a LocalStore.
+func (m *MemoryStore) Local() {}
 
 // lease leases key, copying key and fingerprint; or, when key has a live
 // record, calls read with its slot under the shard's lock and returns
@@ -296,6 +339,9 @@ func (m *MemoryStore) lease(ctx context.Context, key string, token Token, finger
 	}
 	h, s := m.locate(key)
 	scope := scopeOf(ctx)
+	if m.use.shouldSwitch() {
+		m.switchCounting()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := m.now()
@@ -322,12 +368,20 @@ func (m *MemoryStore) lease(ctx context.Context, key string, token Token, finger
 	if !m.use.admits(scope) {
 		return false, ErrScopeFull
 	}
-	blob := make([]byte, 0, len(key)+len(fingerprint))
-	blob = append(append(blob, key...), fingerprint...)
-	s.insert(h, first, blob, memSlot{
+	sl := memSlot{
 		state: InFlight, token: token, scope: scope, expires: after(now, lease), size: size,
 		keyLen: int32(len(key)), fpLen: int32(len(fingerprint)), fpNil: fingerprint == nil, bodyNil: true,
-	})
+	}
+	var blob []byte
+	if fits(len(key), len(fingerprint)) {
+		sl.inline = true
+		copy(sl.head[:headKey], key)
+		copy(sl.head[headKey:], fingerprint)
+	} else {
+		blob = make([]byte, 0, len(key)+len(fingerprint))
+		blob = append(append(blob, key...), fingerprint...)
+	}
+	s.insert(h, first, blob, &sl)
 	return false, nil
 }
 
@@ -356,14 +410,16 @@ func (m *MemoryStore) Complete(ctx context.Context, key string, token Token, rec
 		// makeRoom never removes slot i (it is in flight and not
 		// expired), and removals move no slot.
 		s.use.add(sl.scope, 0, size-sl.size)
-		old := s.blobs[i]
-		keep := len(key) + int(sl.fpLen)
-		blob := make([]byte, 0, keep+hdrLen+len(body))
-		blob = append(blob, old[:keep]...)
-		for _, f := range header {
-			blob = appendString(appendString(blob, f.Name), f.Value)
+		keep := sl.prefix()
+		var blob []byte
+		if n := keep + hdrLen + len(body); n > 0 {
+			blob = make([]byte, 0, n)
+			blob = append(blob, s.blobs[i][:keep]...)
+			for _, f := range header {
+				blob = appendString(appendString(blob, f.Name), f.Value)
+			}
+			blob = append(blob, body...)
 		}
-		blob = append(blob, body...)
 		s.blobs[i] = blob
 		sl.state, sl.expires, sl.size = Completed, after(now, retention), size
 		s.lowerFloor(sl.expires)
@@ -444,36 +500,42 @@ func cutString(b []byte) (string, []byte) {
 	return unsafe.String(&b[0], int(n)), b[n:]
 }
 
-// record decodes slot i. Its Header slice is new, with room for one more
-// field; everything else shares the blob.
-func (s *memShard) record(i int32) Record {
-	var r Record
-	var hdr []HeaderField
-	if n := s.slots[i].hdrN; n > 0 {
-		hdr = make([]HeaderField, 0, n+1)
-	}
-	s.decode(i, &r, hdr)
-	return r
+// ownedRecord is what Acquire returns for a live record: the Record, with
+// room for a few header fields and for a fingerprint kept in a slot's
+// head, in one allocation.
+type ownedRecord struct {
+	rec Record
+	hdr [4]HeaderField
+	fp  [headFP]byte
 }
 
-// decode decodes slot i into r, its header fields into hdr's array when
-// they fit. r's Fingerprint and Body, and its header strings, share the
-// blob.
-func (s *memShard) decode(i int32, r *Record, hdr []HeaderField) {
+// record decodes slot i into a new Record. Its Header slice is its own,
+// with room for one more field; a fingerprint from the slot's head is
+// copied, since slots are reused; its Body, a fingerprint from the blob
+// and its header strings share the blob, which is never written into.
+func (s *memShard) record(i int32) *Record {
 	sl, b := &s.slots[i], s.blobs[i]
+	o := new(ownedRecord)
+	r := &o.rec
 	*r = Record{
 		State: sl.state, Token: sl.token, ExpiresAt: time.Unix(0, sl.expires),
 		Status: int(sl.status), NotReplayable: sl.notReplay,
 	}
 	off := int(sl.keyLen)
 	end := off + int(sl.fpLen)
-	if !sl.fpNil {
+	switch {
+	case sl.fpNil:
+	case sl.inline:
+		r.Fingerprint = o.fp[:copy(o.fp[:], sl.head[headKey:headKey+sl.fpLen])]
+	default:
 		r.Fingerprint = b[off:end:end]
 	}
-	off, end = end, end+int(sl.hdrLen)
+	off = sl.prefix()
+	end = off + int(sl.hdrLen)
 	if n := int(sl.hdrN); n > 0 {
-		if cap(hdr) < n {
-			hdr = make([]HeaderField, 0, n)
+		hdr := o.hdr[:0]
+		if n >= len(o.hdr) {
+			hdr = make([]HeaderField, 0, n+1)
 		}
 		r.Header = hdr[:n]
 		rest := b[off:end]
@@ -485,48 +547,7 @@ func (s *memShard) decode(i int32, r *Record, hdr []HeaderField) {
 	if !sl.bodyNil {
 		r.Body = b[end:len(b):len(b)]
 	}
-}
-
-// ownedRecord is a record Acquire returns with its header fields, when
-// there are few, so that both take one allocation.
-type ownedRecord struct {
-	rec Record
-	hdr [4]HeaderField
-}
-
-// ownedRecord decodes slot i into a record of the caller's own: its
-// fingerprint and body are copied into one new slice. Its header strings
-// share the blob, which is never written into.
-func (s *memShard) ownedRecord(i int32) *Record {
-	sl := &s.slots[i]
-	var view *Record
-	if n := int(sl.hdrN); n > 0 && n <= len(ownedRecord{}.hdr) {
-		o := new(ownedRecord)
-		view = &o.rec
-		s.decode(i, view, o.hdr[:0])
-	} else {
-		view = new(Record)
-		s.decode(i, view, nil)
-	}
-	var n int
-	if !sl.fpNil {
-		n += len(view.Fingerprint)
-	}
-	if !sl.bodyNil {
-		n += len(view.Body)
-	}
-	if !sl.fpNil || !sl.bodyNil {
-		b := make([]byte, n)
-		fp := copy(b, view.Fingerprint)
-		copy(b[fp:], view.Body)
-		if !sl.fpNil {
-			view.Fingerprint = b[:fp:fp]
-		}
-		if !sl.bodyNil {
-			view.Body = b[fp:]
-		}
-	}
-	return view
+	return r
 }
 
 // find returns the slot of key, or noSlot.
@@ -544,7 +565,7 @@ func (s *memShard) lookup(h uint64, key string) (slot, first int32) {
 		return noSlot, noSlot
 	}
 	for i := first; i != noSlot; i = s.slots[i].chain {
-		if string(s.blobs[i][:s.slots[i].keyLen]) == key {
+		if string(s.key(i)) == key {
 			return i, first
 		}
 	}
@@ -575,7 +596,7 @@ func (s *memShard) held(h uint64, key string, token Token, now int64) (int32, er
 
 // insert stores a new record in a free slot and returns the slot; first
 // is the first slot of the chain of keys that hash to h, or noSlot.
-func (s *memShard) insert(h uint64, first int32, blob []byte, sl memSlot) int32 {
+func (s *memShard) insert(h uint64, first int32, blob []byte, sl *memSlot) int32 {
 	i := s.free
 	if i == noSlot {
 		i = int32(len(s.slots))
@@ -585,7 +606,7 @@ func (s *memShard) insert(h uint64, first int32, blob []byte, sl memSlot) int32 
 		s.free = s.slots[i].next
 	}
 	sl.hash, sl.next, sl.chain = h, noSlot, first
-	s.slots[i], s.blobs[i] = sl, blob
+	s.slots[i], s.blobs[i] = *sl, blob
 	s.index[h] = i
 	s.count++
 	s.bytes += sl.size
@@ -662,5 +683,49 @@ func (s *memShard) dropExpired(now int64) bool {
 // lowerFloor keeps expiryFloor a bound below a record that expires at t.
 func (s *memShard) lowerFloor(t int64) { s.expiryFloor = min(s.expiryFloor, t) }
 
-// MemoryStore lends the engine views of its records (LocalStore).
+// switchCounting starts counting scopes when the store became pressed,
+// or stops when it no longer is (see scopeUse.counting). It takes every
+// shard's lock, in order, so the caller holds none. Before it starts, it
+// removes the expired records: a store is pressed by its live records,
+// not by expired ones it has yet to drop, which do not survive the
+// janitor's next sweep. When that frees the store, scopes stay uncounted.
+func (m *MemoryStore) switchCounting() {
+	for i := range m.shards {
+		m.shards[i].mu.Lock()
+	}
+	u := m.use
+	switch {
+	case u.counting.Load() && u.slack():
+		u.counting.Store(false)
+		for i := range u.stripes {
+			st := &u.stripes[i]
+			st.mu.Lock()
+			clear(st.counts)
+			st.mu.Unlock()
+		}
+		u.scopes.Store(0)
+	case !u.counting.Load() && u.shouldSwitch():
+		now := m.now()
+		for i := range m.shards {
+			m.shards[i].dropExpired(now)
+		}
+		if !u.shouldSwitch() {
+			break
+		}
+		for i := range m.shards {
+			s := &m.shards[i]
+			for j := range s.slots {
+				if sl := &s.slots[j]; sl.state != 0 {
+					u.count(sl.scope, 1, sl.size)
+				}
+			}
+		}
+		u.counting.Store(true)
+	}
+	for i := range m.shards {
+		m.shards[i].mu.Unlock()
+	}
+}
+
+// MemoryStore never waits on I/O (LocalStore).
 var _ LocalStore = (*MemoryStore)(nil)

@@ -17,14 +17,14 @@ func TestMemoryShardHashCollisions(t *testing.T) {
 	s := &m.shards[0]
 	const h = 7
 	add := func(key string) {
-		s.insert(h, s.first(h), []byte(key), memSlot{state: InFlight, expires: math.MaxInt64,
+		s.insert(h, s.first(h), []byte(key), &memSlot{state: InFlight, expires: math.MaxInt64,
 			keyLen: int32(len(key)), size: 1, bodyNil: true})
 	}
 	check := func(present, absent []string) {
 		t.Helper()
 		for _, k := range present {
 			i := s.find(h, k)
-			if i == noSlot || string(s.blobs[i]) != k {
+			if i == noSlot || string(s.key(i)) != k {
 				t.Fatalf("find(%q) = %d, want its slot", k, i)
 			}
 		}

@@ -48,11 +48,20 @@ func scopeOf(ctx context.Context) uint64 {
 // scopeStripes is how many independently locked parts a scopeUse has.
 const scopeStripes = 16
 
-// scopeUse counts the records and bytes each scope holds in a store, and
-// decides whether a scope may add a record (B30).
+// scopeUse counts the records and bytes a store holds, in all and, while
+// the store is pressed, per scope, and decides whether a scope may add a
+// record (B30). Every call of add is made under the lock of one of the
+// store's shards; start and stop take every shard's lock, so that no add
+// runs while they change whether scopes are counted.
 type scopeUse struct {
 	maxEntries, maxBytes int64
 	entries, bytes       atomic.Int64
+	// counting is set while the scopes are counted: from the moment the
+	// store is half full (by entries or bytes) until it is less than three
+	// eighths full, so that a store under no pressure pays for no count.
+	// Between the two, at least an eighth of the store's records come or
+	// go, which pays for the scan that starts the count.
+	counting atomic.Bool
 	// scopes is the number of scopes holding at least one record.
 	scopes  atomic.Int64
 	stripes [scopeStripes]scopeStripe
@@ -79,6 +88,28 @@ func newScopeUse() *scopeUse {
 	return u
 }
 
+// pressed reports whether the store is at least half full, by entries and
+// by bytes.
+func (u *scopeUse) pressed() (entries, bytes bool) {
+	return 2*u.entries.Load() >= u.maxEntries, 2*u.bytes.Load() >= u.maxBytes
+}
+
+// slack reports whether the store is less than three eighths full by
+// entries and by bytes.
+func (u *scopeUse) slack() bool {
+	return 8*u.entries.Load() < 3*u.maxEntries && 8*u.bytes.Load() < 3*u.maxBytes
+}
+
+// shouldSwitch reports whether the scopes should start or stop being
+// counted; the caller then calls start or stop holding no shard's lock.
+func (u *scopeUse) shouldSwitch() bool {
+	if u.counting.Load() {
+		return u.slack()
+	}
+	e, b := u.pressed()
+	return e || b
+}
+
 // add counts entries more records and bytes more bytes for scope.
 func (u *scopeUse) add(scope uint64, entries, bytes int64) {
 	if entries == 0 && bytes == 0 {
@@ -86,6 +117,13 @@ func (u *scopeUse) add(scope uint64, entries, bytes int64) {
 	}
 	u.entries.Add(entries)
 	u.bytes.Add(bytes)
+	if u.counting.Load() {
+		u.count(scope, entries, bytes)
+	}
+}
+
+// count counts entries more records and bytes more bytes in scope's count.
+func (u *scopeUse) count(scope uint64, entries, bytes int64) {
 	st := &u.stripes[scope%scopeStripes]
 	st.mu.Lock()
 	c := st.counts[scope]
@@ -113,11 +151,13 @@ func (u *scopeUse) add(scope uint64, entries, bytes int64) {
 // refused, so a scope that floods the store is refused first while the
 // others keep their room; a single scope is never refused this way.
 func (u *scopeUse) admits(scope uint64) bool {
-	entries, bytes := u.entries.Load(), u.bytes.Load()
-	entriesPressed, bytesPressed := 2*entries >= u.maxEntries, 2*bytes >= u.maxBytes
-	if !entriesPressed && !bytesPressed {
+	entriesPressed, bytesPressed := u.pressed()
+	if !entriesPressed && !bytesPressed || !u.counting.Load() {
+		// Not pressed, or pressed a moment ago: the next Acquire starts
+		// the count.
 		return true
 	}
+	entries, bytes := u.entries.Load(), u.bytes.Load()
 	n := u.scopes.Load()
 	if n <= 1 {
 		// The counts are read without one lock over them all, so a lone

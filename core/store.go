@@ -125,9 +125,17 @@ var ErrLeaseLost = errors.New("idem: lease lost: the token is not the current ow
 //     ignored. A record completed as NotReplayable keeps only its status.
 //   - A nil fingerprint stays nil and an empty one stays empty (non-nil):
 //     the engine skips the mismatch check only for nil.
-//   - A returned record is the caller's own: mutating it never changes what
-//     the store holds, and mutating a record after passing it to Complete
-//     never changes what the store holds either.
+//   - A returned record's Header slice is the caller's own: the caller may
+//     change its fields and append to it. Its Fingerprint and Body bytes
+//     and its header strings may be shared with the store, which then
+//     never writes into them again (a later Complete stores new bytes, a
+//     removal only drops the store's reference), so that the record stays
+//     as it was while the store changes; the caller never writes into
+//     them. A store on a network decodes fresh bytes anyway; a store in
+//     memory spares the replay path a copy of the response.
+//   - A store keeps neither the key nor the fingerprint passed to Acquire,
+//     nor rec passed to Complete, once the call returns: it copies what it
+//     keeps, so the caller may reuse their memory.
 //   - A store honours ctx: when ctx is done before the operation takes
 //     effect it returns an error that wraps ctx.Err().
 //   - Bodies and header values are arbitrary bytes and round-trip exactly.
@@ -140,33 +148,19 @@ type Store interface {
 
 // LocalStore is an optional interface of a Store whose records live in the
 // process's memory and whose calls never wait on I/O, as MemoryStore's do.
-// The engine takes a faster path with such a store:
-//
-//   - It calls it without a StoreTimeout timer: a call that never waits
-//     needs no deadline. After the handler (Complete, Release, Renew) it
-//     passes a context that is never done and carries none of the
-//     request's values.
-//   - It leases keys with AcquireView instead of Acquire, and replays a
-//     completed record as AcquireView returns it, without a copy.
-//
-// The storetest suite runs its Acquire cases through AcquireView as well
-// when a store implements LocalStore, and checks that a view stays as it
-// was while the store changes.
+// The engine calls such a store without a StoreTimeout timer: a call that
+// never waits needs no deadline. After the handler (Complete, Release,
+// Renew) it passes a context that is never done and carries none of the
+// request's values.
 //
 // A store that wraps another by embedding its concrete type (a
-// *MemoryStore, say) inherits AcquireView: when the wrapper changes what
-// Acquire does, it must override AcquireView too, or embed the Store
-// interface instead, which hides it.
+// *MemoryStore, say) inherits Local: when the wrapper may wait (it calls
+// a network, say), it must embed the Store interface instead, which hides
+// it.
 type LocalStore interface {
 	Store
-	// AcquireView is Acquire, except that a live record is returned by
-	// value with found set, and may share the bytes of its Fingerprint,
-	// Body and Header strings with the store, which must never write into
-	// them again (a later Complete stores new bytes; a removal drops the
-	// store's reference). Its Header slice is the caller's own, with room
-	// for at least one more field. AcquireView keeps neither key nor
-	// fingerprint once it returns: it copies what it stores.
-	AcquireView(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (rec Record, found bool, err error)
+	// Local does nothing: it marks a store as local.
+	Local()
 }
 
 // TransactionalStore is an optional interface of a Store that commits a
