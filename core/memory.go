@@ -111,14 +111,18 @@ type memShardState struct {
 	// collide are chained through memSlot.chain. Neither keys nor values
 	// are pointers, so the collector does not scan it.
 	index map[uint64]int32
-	// slots and blobs are parallel: slot i's bytes are blobs[i]. A blob is
-	// never written into once stored, so records read from it may share
-	// it.
+	// slots holds the records; the bytes of slot i not in its head are
+	// its blob, in slabs (see slab.go).
 	slots []memSlot
-	blobs [][]byte
 	free  int32 // first free slot, linked through next
-	count int
-	bytes int64
+	// slabs holds the blobs; curSlab is the one new blobs go to (noSlot
+	// before the first); freeSlabs lists the ids of dropped slabs.
+	slabs      []memSlab
+	freeSlabs  []int32
+	curSlab    int32
+	compacting bool
+	count      int
+	bytes      int64
 	// use is the store's count (B30).
 	use *scopeUse
 	// expiryFloor is at most the earliest expiry of any record in the
@@ -159,6 +163,7 @@ type memSlot struct {
 	bodyNil   bool
 	notReplay bool
 	inline    bool
+	blob      blobRef
 	head      [headKey + headFP]byte
 }
 
@@ -171,7 +176,7 @@ func (s *memShard) key(i int32) []byte {
 	if sl := &s.slots[i]; sl.inline {
 		return sl.head[:sl.keyLen]
 	}
-	return s.blobs[i][:s.slots[i].keyLen]
+	return s.blob(i)[:s.slots[i].keyLen]
 }
 
 // prefix is how many bytes of slot i's blob its key and fingerprint take.
@@ -219,7 +224,7 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 	for i := range m.shards {
 		s := &m.shards[i]
 		s.index = make(map[uint64]int32)
-		s.free = noSlot
+		s.free, s.curSlab = noSlot, noSlot
 		s.use = m.use
 	}
 	if opts.SweepInterval > 0 {
@@ -258,11 +263,13 @@ func (m *MemoryStore) Sweep() {
 		s := &m.shards[i]
 		s.mu.Lock()
 		now := m.now()
+		s.compacting = true
 		for j := range s.slots {
 			if sl := &s.slots[j]; sl.state != 0 && now >= sl.expires {
 				s.remove(int32(j))
 			}
 		}
+		s.compactAfterRemovals()
 		s.mu.Unlock()
 	}
 }
@@ -372,16 +379,17 @@ func (m *MemoryStore) lease(ctx context.Context, key string, token Token, finger
 		state: InFlight, token: token, scope: scope, expires: after(now, lease), size: size,
 		keyLen: int32(len(key)), fpLen: int32(len(fingerprint)), fpNil: fingerprint == nil, bodyNil: true,
 	}
-	var blob []byte
 	if fits(len(key), len(fingerprint)) {
 		sl.inline = true
 		copy(sl.head[:headKey], key)
 		copy(sl.head[headKey:], fingerprint)
-	} else {
-		blob = make([]byte, 0, len(key)+len(fingerprint))
-		blob = append(append(blob, key...), fingerprint...)
+		s.insert(h, first, &sl)
+		return false, nil
 	}
-	s.insert(h, first, blob, &sl)
+	j := s.insert(h, first, &sl)
+	ref, blob := s.alloc(j, len(key)+len(fingerprint))
+	copy(blob[copy(blob, key):], fingerprint)
+	s.slots[j].blob = ref
 	return false, nil
 }
 
@@ -411,16 +419,21 @@ func (m *MemoryStore) Complete(ctx context.Context, key string, token Token, rec
 		// expired), and removals move no slot.
 		s.use.add(sl.scope, 0, size-sl.size)
 		keep := sl.prefix()
-		var blob []byte
+		var ref blobRef
 		if n := keep + hdrLen + len(body); n > 0 {
-			blob = make([]byte, 0, n)
-			blob = append(blob, s.blobs[i][:keep]...)
+			var blob []byte
+			ref, blob = s.alloc(i, n)
+			// alloc may have moved slot i's blob (compaction): read it
+			// through the slot.
+			b := append(blob[:0], s.blob(i)[:keep]...)
 			for _, f := range header {
-				blob = appendString(appendString(blob, f.Name), f.Value)
+				b = appendString(appendString(b, f.Name), f.Value)
 			}
-			blob = append(blob, body...)
+			_ = append(b, body...)
 		}
-		s.blobs[i] = blob
+		old := sl.blob
+		sl.blob = ref
+		s.release(old)
 		sl.state, sl.expires, sl.size = Completed, after(now, retention), size
 		s.lowerFloor(sl.expires)
 		sl.status, sl.notReplay = int32(rec.Status), notReplay
@@ -514,7 +527,7 @@ type ownedRecord struct {
 // copied, since slots are reused; its Body, a fingerprint from the blob
 // and its header strings share the blob, which is never written into.
 func (s *memShard) record(i int32) *Record {
-	sl, b := &s.slots[i], s.blobs[i]
+	sl, b := &s.slots[i], s.blob(i)
 	o := new(ownedRecord)
 	r := &o.rec
 	*r = Record{
@@ -596,17 +609,16 @@ func (s *memShard) held(h uint64, key string, token Token, now int64) (int32, er
 
 // insert stores a new record in a free slot and returns the slot; first
 // is the first slot of the chain of keys that hash to h, or noSlot.
-func (s *memShard) insert(h uint64, first int32, blob []byte, sl *memSlot) int32 {
+func (s *memShard) insert(h uint64, first int32, sl *memSlot) int32 {
 	i := s.free
 	if i == noSlot {
 		i = int32(len(s.slots))
 		s.slots = append(s.slots, memSlot{})
-		s.blobs = append(s.blobs, nil)
 	} else {
 		s.free = s.slots[i].next
 	}
 	sl.hash, sl.next, sl.chain = h, noSlot, first
-	s.slots[i], s.blobs[i] = *sl, blob
+	s.slots[i] = *sl
 	s.index[h] = i
 	s.count++
 	s.bytes += sl.size
@@ -635,9 +647,10 @@ func (s *memShard) remove(i int32) {
 	s.count--
 	s.bytes -= sl.size
 	s.use.add(sl.scope, -1, -sl.size)
+	blob := sl.blob
 	*sl = memSlot{next: s.free}
-	s.blobs[i] = nil
 	s.free = i
+	s.release(blob)
 }
 
 // makeRoom removes expired records until added more records and size
@@ -664,6 +677,7 @@ func (s *memShard) dropExpired(now int64) bool {
 	}
 	floor := int64(math.MaxInt64)
 	removed := false
+	s.compacting = true
 	for i := range s.slots {
 		sl := &s.slots[i]
 		if sl.state == 0 {
@@ -676,6 +690,7 @@ func (s *memShard) dropExpired(now int64) bool {
 		}
 		floor = min(floor, sl.expires)
 	}
+	s.compactAfterRemovals()
 	s.expiryFloor = floor
 	return removed
 }

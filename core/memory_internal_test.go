@@ -1,7 +1,10 @@
 package idem
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"hash/maphash"
 	"math"
 	"testing"
 	"time"
@@ -17,8 +20,9 @@ func TestMemoryShardHashCollisions(t *testing.T) {
 	s := &m.shards[0]
 	const h = 7
 	add := func(key string) {
-		s.insert(h, s.first(h), []byte(key), &memSlot{state: InFlight, expires: math.MaxInt64,
-			keyLen: int32(len(key)), size: 1, bodyNil: true})
+		sl := memSlot{state: InFlight, expires: math.MaxInt64, keyLen: int32(len(key)), size: 1, bodyNil: true, inline: true}
+		copy(sl.head[:], key)
+		s.insert(h, s.first(h), &sl)
 	}
 	check := func(present, absent []string) {
 		t.Helper()
@@ -105,3 +109,107 @@ func TestMemoryExpiryFloor(t *testing.T) {
 type stepClock struct{ now time.Time }
 
 func (c *stepClock) Now() time.Time { return c.now }
+
+// TestMemorySlabs stores records of two retentions, interleaved, so that
+// when the short ones expire every slab is left about a third full of the
+// long ones: the slabs are compacted, the long records still replay byte
+// for byte (also records with keys too long for a slot's head), records
+// read before the compaction stay as they were, and the slabs hold at
+// most twice the live blobs' bytes plus the current slab. A blob larger
+// than half a slab has a slab of its own, dropped with it.
+func TestMemorySlabs(t *testing.T) {
+	clock := &stepClock{now: time.Unix(1_000_000, 0)}
+	m := NewMemoryStore(MemoryOptions{Shards: 1, SweepInterval: -1, Clock: clock})
+	defer m.Close()
+	ctx := context.Background()
+	s := &m.shards[0]
+	body := func(n int) []byte {
+		b := make([]byte, 300+n%200)
+		for j := range b {
+			b[j] = byte(n + j)
+		}
+		return b
+	}
+	key := func(n int) string {
+		if n%7 == 0 { // too long for the head: key and fingerprint go to the slab
+			return fmt.Sprintf("%0200d", n)
+		}
+		return fmt.Sprintf("%064d", n)
+	}
+	store := func(n int, retention time.Duration) {
+		tok := Token{byte(n), byte(n >> 8), byte(n >> 16)}
+		if rec, err := m.Acquire(ctx, key(n), tok, []byte{byte(n), 1, 2}, time.Minute); rec != nil || err != nil {
+			t.Fatalf("Acquire %d: %v, %v", n, rec, err)
+		}
+		rec := &Record{Status: 201, Body: body(n), Header: []HeaderField{{"Location", fmt.Sprint("/orders/", n)}}}
+		if err := m.Complete(ctx, key(n), tok, rec, retention); err != nil {
+			t.Fatalf("Complete %d: %v", n, err)
+		}
+	}
+	check := func(n int, rec *Record) {
+		t.Helper()
+		if rec == nil || rec.State != Completed || !bytes.Equal(rec.Body, body(n)) || !bytes.Equal(rec.Fingerprint, []byte{byte(n), 1, 2}) ||
+			len(rec.Header) != 1 || rec.Header[0].Value != fmt.Sprint("/orders/", n) {
+			t.Fatalf("record %d: %+v", n, rec)
+		}
+	}
+	lookup := func(n int) *Record {
+		t.Helper()
+		rec, err := m.Acquire(ctx, key(n), Token{0xff}, nil, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	const n = 3000
+	for i := range n {
+		retention := time.Hour
+		if i%3 != 0 {
+			retention = time.Second
+		}
+		store(i, retention)
+	}
+	views := map[int]*Record{}
+	for i := 0; i < n; i += 3 {
+		views[i] = lookup(i)
+	}
+	before := len(s.slabs) - len(s.freeSlabs)
+	clock.now = clock.now.Add(2 * time.Second)
+	m.Sweep()
+	held, live := int64(0), int64(0)
+	for _, sl := range s.slabs {
+		held += int64(len(sl.buf))
+		live += sl.liveBytes
+	}
+	if after := len(s.slabs) - len(s.freeSlabs); after >= before {
+		t.Errorf("%d slabs before two thirds of the records expired, %d after: want slabs dropped", before, after)
+	}
+	if held > 2*live+maxSlab {
+		t.Errorf("the slabs hold %d bytes for %d live bytes, want at most twice as many plus one slab", held, live)
+	}
+	for i := 0; i < n; i++ {
+		if i%3 == 0 {
+			check(i, lookup(i))
+			check(i, views[i])
+		}
+	}
+
+	// A blob larger than half a slab.
+	big := make([]byte, 3*maxSlab)
+	tok := Token{9, 9, 9}
+	if _, err := m.Acquire(ctx, "big", tok, nil, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Complete(ctx, "big", tok, &Record{Status: 200, Body: big}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r := s.slots[s.find(maphash.String(m.seed, "big"), "big")].blob
+	if got := cap(s.slabs[r.slab].buf); got != len(big) || r.slab == s.curSlab {
+		t.Fatalf("a blob of %d bytes is in a slab of %d (current: %v), want one of its own", len(big), got, r.slab == s.curSlab)
+	}
+	clock.now = clock.now.Add(2 * time.Second)
+	m.Sweep()
+	if s.slabs[r.slab].buf != nil {
+		t.Fatal("the big blob's slab outlived its record")
+	}
+}
