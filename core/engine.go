@@ -328,7 +328,7 @@ func (e *Engine) Begin(r *Request) (dec Decision) {
 		}
 		if won {
 			d.Action = Run
-			d.Lease = e.startLease(l, ctx, store, storageKey, token, fp, route.Retention, ev, began.Add(e.cfg.LeaseTime))
+			d.Lease = e.startLease(l, ctx, store, storageKey, token, fp, route.Retention, ev, began)
 			ev.Outcome = Executed
 			e.report(ctx, ev)
 			return d
@@ -823,11 +823,12 @@ func (e *Engine) keyAndFingerprint(l *Lease, r *Request, scope, key string, body
 	return storageKey, fp
 }
 
-// startLease makes l the lease of key held by token.
-func (e *Engine) startLease(l *Lease, ctx context.Context, store Store, key string, token Token, fp []byte, retention time.Duration, ev Event, end time.Time) *Lease {
-	l.e, l.store, l.key, l.token, l.fp, l.retention, l.end = e, store, key, token, fp, retention, end
+// startLease makes l the lease of key held by token, taken by an Acquire
+// call that began at began.
+func (e *Engine) startLease(l *Lease, ctx context.Context, store Store, key string, token Token, fp []byte, retention time.Duration, ev Event, began time.Time) *Lease {
+	l.e, l.store, l.key, l.token, l.fp, l.retention, l.end = e, store, key, token, fp, retention, began.Add(e.cfg.LeaseTime)
 	l.parent, l.ev, l.queue = ctx, ev, &e.renewals[token[15]%renewalShards]
-	l.queue.add(l)
+	l.queue.add(l, began)
 	return l
 }
 

@@ -97,7 +97,7 @@ type MemoryStore struct {
 	stopped   chan struct{}
 }
 
-// noSlot ends the lists of slot indices: eviction, free slots, hash chains.
+// noSlot ends the list of free slots, and stands for no slot.
 const noSlot int32 = -1
 
 type memShard struct {
@@ -107,10 +107,9 @@ type memShard struct {
 
 type memShardState struct {
 	mu sync.Mutex
-	// index maps the hash of a key to its first slot; keys whose hashes
-	// collide are chained through memSlot.chain. Neither keys nor values
-	// are pointers, so the collector does not scan it.
-	index map[uint64]int32
+	// index maps keys to their slots; it holds no pointers, so the
+	// collector does not scan it.
+	index memIndex
 	// slots holds the records; the bytes of slot i not in its head are
 	// its blob, in slabs (see slab.go).
 	slots []memSlot
@@ -157,7 +156,6 @@ type memSlot struct {
 	hdrLen    int32 // bytes of the encoded header fields
 	hdrN      int32 // number of header fields
 	next      int32 // next free slot
-	chain     int32 // next slot whose key has the same hash
 	state     State // 0: free
 	fpNil     bool
 	bodyNil   bool
@@ -223,7 +221,6 @@ func NewMemoryStore(opts MemoryOptions) *MemoryStore {
 	m.use.maxBytes = m.maxBytes * int64(opts.Shards)
 	for i := range m.shards {
 		s := &m.shards[i]
-		s.index = make(map[uint64]int32)
 		s.free, s.curSlab = noSlot, noSlot
 		s.use = m.use
 	}
@@ -352,14 +349,13 @@ func (m *MemoryStore) lease(ctx context.Context, key string, token Token, finger
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := m.now()
-	i, first := s.lookup(h, key)
+	i := s.lookup(h, key)
 	if i != noSlot {
 		if now < s.slots[i].expires {
 			read(s, i)
 			return true, nil
 		}
 		s.remove(i)
-		first = s.first(h)
 	}
 	size := recordSize(len(key), len(fingerprint), nil, 0)
 	// A new key must leave an eighth of the bytes free, for the responses
@@ -369,8 +365,6 @@ func (m *MemoryStore) lease(ctx context.Context, key string, token Token, finger
 		if !s.makeRoom(m, 1, size+m.maxBytes/8, now) {
 			return false, ErrStoreFull
 		}
-		// Making room may have removed the record at the head of h's chain.
-		first = s.first(h)
 	}
 	if !m.use.admits(scope) {
 		return false, ErrScopeFull
@@ -383,10 +377,10 @@ func (m *MemoryStore) lease(ctx context.Context, key string, token Token, finger
 		sl.inline = true
 		copy(sl.head[:headKey], key)
 		copy(sl.head[headKey:], fingerprint)
-		s.insert(h, first, &sl)
+		s.insert(h, &sl)
 		return false, nil
 	}
-	j := s.insert(h, first, &sl)
+	j := s.insert(h, &sl)
 	ref, blob := s.alloc(j, len(key)+len(fingerprint))
 	copy(blob[copy(blob, key):], fingerprint)
 	s.slots[j].blob = ref
@@ -563,41 +557,10 @@ func (s *memShard) record(i int32) *Record {
 	return r
 }
 
-// find returns the slot of key, or noSlot.
-func (s *memShard) find(h uint64, key string) int32 {
-	i, _ := s.lookup(h, key)
-	return i
-}
-
-// lookup returns the slot of key, or noSlot, and the first slot of the
-// chain of keys that hash to h (noSlot when there is none), so that an
-// insert needs no second lookup in the index.
-func (s *memShard) lookup(h uint64, key string) (slot, first int32) {
-	first, ok := s.index[h]
-	if !ok {
-		return noSlot, noSlot
-	}
-	for i := first; i != noSlot; i = s.slots[i].chain {
-		if string(s.key(i)) == key {
-			return i, first
-		}
-	}
-	return noSlot, first
-}
-
-// first returns the first slot of the chain of keys that hash to h, or
-// noSlot.
-func (s *memShard) first(h uint64) int32 {
-	if i, ok := s.index[h]; ok {
-		return i
-	}
-	return noSlot
-}
-
 // held returns the slot of the live in-flight record that token holds, or
 // ErrLeaseLost.
 func (s *memShard) held(h uint64, key string, token Token, now int64) (int32, error) {
-	i := s.find(h, key)
+	i := s.lookup(h, key)
 	if i == noSlot {
 		return noSlot, ErrLeaseLost
 	}
@@ -607,9 +570,9 @@ func (s *memShard) held(h uint64, key string, token Token, now int64) (int32, er
 	return i, nil
 }
 
-// insert stores a new record in a free slot and returns the slot; first
-// is the first slot of the chain of keys that hash to h, or noSlot.
-func (s *memShard) insert(h uint64, first int32, sl *memSlot) int32 {
+// insert stores a new record, whose key hashes to h, in a free slot and
+// returns the slot.
+func (s *memShard) insert(h uint64, sl *memSlot) int32 {
 	i := s.free
 	if i == noSlot {
 		i = int32(len(s.slots))
@@ -617,9 +580,9 @@ func (s *memShard) insert(h uint64, first int32, sl *memSlot) int32 {
 	} else {
 		s.free = s.slots[i].next
 	}
-	sl.hash, sl.next, sl.chain = h, noSlot, first
+	sl.hash, sl.next = h, noSlot
 	s.slots[i] = *sl
-	s.index[h] = i
+	s.index.add(h, i)
 	s.count++
 	s.bytes += sl.size
 	s.use.add(sl.scope, 1, sl.size)
@@ -630,20 +593,7 @@ func (s *memShard) insert(h uint64, first int32, sl *memSlot) int32 {
 // remove deletes the record in slot i and frees the slot.
 func (s *memShard) remove(i int32) {
 	sl := &s.slots[i]
-	if first := s.index[sl.hash]; first == i {
-		if sl.chain == noSlot {
-			delete(s.index, sl.hash)
-		} else {
-			s.index[sl.hash] = sl.chain
-		}
-	} else {
-		for j := first; j != noSlot; j = s.slots[j].chain {
-			if s.slots[j].chain == i {
-				s.slots[j].chain = sl.chain
-				break
-			}
-		}
-	}
+	s.index.remove(sl.hash, i)
 	s.count--
 	s.bytes -= sl.size
 	s.use.add(sl.scope, -1, -sl.size)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -22,18 +23,18 @@ func TestMemoryShardHashCollisions(t *testing.T) {
 	add := func(key string) {
 		sl := memSlot{state: InFlight, expires: math.MaxInt64, keyLen: int32(len(key)), size: 1, bodyNil: true, inline: true}
 		copy(sl.head[:], key)
-		s.insert(h, s.first(h), &sl)
+		s.insert(h, &sl)
 	}
 	check := func(present, absent []string) {
 		t.Helper()
 		for _, k := range present {
-			i := s.find(h, k)
+			i := s.lookup(h, k)
 			if i == noSlot || string(s.key(i)) != k {
 				t.Fatalf("find(%q) = %d, want its slot", k, i)
 			}
 		}
 		for _, k := range absent {
-			if i := s.find(h, k); i != noSlot {
+			if i := s.lookup(h, k); i != noSlot {
 				t.Fatalf("find(%q) = %d, want none", k, i)
 			}
 		}
@@ -46,15 +47,15 @@ func TestMemoryShardHashCollisions(t *testing.T) {
 			add(k)
 		}
 		check([]string{"a", "b", "c"}, []string{"d"})
-		if s.find(h+1, "a") != noSlot {
+		if s.lookup(h+1<<32, "a") != noSlot {
 			t.Fatal("found a key under another hash")
 		}
 		for n, k := range order {
-			s.remove(s.find(h, k))
+			s.remove(s.lookup(h, k))
 			check(order[n+1:], order[:n+1])
 		}
-		if _, ok := s.index[h]; ok || s.bytes != 0 {
-			t.Fatalf("after removing every key: index %v, bytes %d", s.index, s.bytes)
+		if s.index.used != 0 || s.bytes != 0 {
+			t.Fatalf("after removing every key: %d index entries, bytes %d", s.index.used, s.bytes)
 		}
 	}
 	if len(s.slots) != 3 {
@@ -109,6 +110,52 @@ func TestMemoryExpiryFloor(t *testing.T) {
 type stepClock struct{ now time.Time }
 
 func (c *stepClock) Now() time.Time { return c.now }
+
+// TestMemoryIndex adds and removes keys at random, their hashes drawn
+// from few values so that entries collide, share homes, form long runs
+// and wrap around the table's end, and checks every key after each step
+// against a map: removal's backward shift must leave every key findable.
+func TestMemoryIndex(t *testing.T) {
+	m := NewMemoryStore(MemoryOptions{Shards: 1, SweepInterval: -1})
+	defer m.Close()
+	s := &m.shards[0]
+	rng := rand.New(rand.NewPCG(1, 2))
+	hashes := map[string]uint64{}
+	present := map[string]int32{}
+	for step := range 20000 {
+		k := fmt.Sprint("k", rng.IntN(300))
+		h, ok := hashes[k]
+		if !ok {
+			// Few distinct high halves: homes collide; some at the
+			// table's end, so runs wrap.
+			h = uint64(rng.IntN(12))<<32 | uint64(rng.Uint32())
+			if rng.IntN(4) == 0 {
+				h = uint64(0xffffffff-uint32(rng.IntN(3)))<<32 | uint64(rng.Uint32())
+			}
+			hashes[k] = h
+		}
+		if i, ok := present[k]; ok {
+			s.remove(i)
+			delete(present, k)
+		} else {
+			sl := memSlot{state: InFlight, expires: math.MaxInt64, keyLen: int32(len(k)), size: 1, bodyNil: true, inline: true}
+			copy(sl.head[:], k)
+			present[k] = s.insert(h, &sl)
+		}
+		if s.index.used != len(present) || 2*s.index.used > len(s.index.entries) {
+			t.Fatalf("step %d: %d entries in a table of %d, want %d at most half full", step, s.index.used, len(s.index.entries), len(present))
+		}
+		for k, h := range hashes {
+			want, ok := present[k]
+			if !ok {
+				want = noSlot
+			}
+			if got := s.lookup(h, k); got != want {
+				t.Fatalf("step %d: lookup(%q) = %d, want %d", step, k, got, want)
+			}
+		}
+	}
+}
 
 // TestMemorySlabs stores records of two retentions, interleaved, so that
 // when the short ones expire every slab is left about a third full of the
@@ -203,7 +250,7 @@ func TestMemorySlabs(t *testing.T) {
 	if err := m.Complete(ctx, "big", tok, &Record{Status: 200, Body: big}, time.Second); err != nil {
 		t.Fatal(err)
 	}
-	r := s.slots[s.find(maphash.String(m.seed, "big"), "big")].blob
+	r := s.slots[s.lookup(maphash.String(m.seed, "big"), "big")].blob
 	if got := cap(s.slabs[r.slab].buf); got != len(big) || r.slab == s.curSlab {
 		t.Fatalf("a blob of %d bytes is in a slab of %d (current: %v), want one of its own", len(big), got, r.slab == s.curSlab)
 	}

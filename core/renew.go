@@ -19,30 +19,40 @@ type renewals struct {
 	mu         sync.Mutex
 	head, tail *Lease
 	timer      *time.Timer
-	after      time.Duration
+	// armed is set while timer is set to fire: a queue that empties
+	// leaves it armed, so a lease queued and dequeued within one timer
+	// period (the common case) costs no timer operation.
+	armed bool
+	after time.Duration
 	// clock is Config.Clock: due times follow the engine's clock, as the
 	// lease's expiry does. The timer itself runs on real time, and waits
 	// at most after, so a clock moved by hand is seen within that.
 	clock Clock
 }
 
-// add queues l to be renewed after r.after.
-func (r *renewals) add(l *Lease) {
+// add queues l, which started at start by the engine's clock, to be
+// renewed after r.after.
+func (r *renewals) add(l *Lease, start time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l.due = r.clock.Now().Add(r.after)
+	l.due = start.Add(r.after)
 	l.queued, l.prev, l.next = true, r.tail, nil
 	if r.tail != nil {
-		// The timer is set for the head, which falls due no later than l.
+		// The timer is set no later than for the head, which falls due no
+		// later than l.
 		r.tail.next = l
 		r.tail = l
 		return
 	}
 	r.head, r.tail = l, l
-	if r.timer == nil {
-		r.timer = time.AfterFunc(r.after, r.fire)
-	} else {
+	switch {
+	case r.armed:
+		// It fires within r.after, and fire sets it again for l.
+	case r.timer == nil:
+		r.timer, r.armed = time.AfterFunc(r.after, r.fire), true
+	default:
 		r.timer.Reset(r.after)
+		r.armed = true
 	}
 }
 
@@ -74,6 +84,7 @@ func (r *renewals) unlink(l *Lease) {
 func (r *renewals) fire() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.armed = false
 	now := r.clock.Now()
 	for r.head != nil && !now.Before(r.head.due) {
 		l := r.head
@@ -82,5 +93,6 @@ func (r *renewals) fire() {
 	}
 	if r.head != nil {
 		r.timer.Reset(min(r.head.due.Sub(now), r.after))
+		r.armed = true
 	}
 }
