@@ -48,9 +48,18 @@ type Clock interface {
 	Now() time.Time
 }
 
+// systemClock is the default Clock. It reads the monotonic clock alone,
+// at about half the cost of time.Now: its time is clockBase's plus the
+// monotonic time elapsed since. Times it returns compare and subtract by
+// their monotonic readings, exactly; their wall clock readings do not
+// follow later steps of the system's wall clock, which nothing the engine
+// times depends on.
 type systemClock struct{}
 
-func (systemClock) Now() time.Time { return time.Now() }
+// clockBase is when the process's first systemClock reading counts from.
+var clockBase = time.Now()
+
+func (systemClock) Now() time.Time { return clockBase.Add(time.Since(clockBase)) }
 
 // Config configures an Engine. The zero value means every documented
 // default; New reports a contradictory Config as an error.

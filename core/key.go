@@ -23,6 +23,9 @@ func ParseKey(value string, maxLen int) (string, error) {
 	}
 	for i := 0; i < len(value); i++ {
 		c := value[i]
+		if bareKeyByte[c] {
+			continue
+		}
 		switch {
 		case c < 0x20 || c == 0x7f:
 			return "", errors.New("the key contains a control character")
@@ -41,6 +44,15 @@ func ParseKey(value string, maxLen int) (string, error) {
 	}
 	return value, nil
 }
+
+// bareKeyByte reports the bytes a bare key may hold: visible ASCII but the
+// comma, double quote and backslash.
+var bareKeyByte = func() (t [256]bool) {
+	for c := 0x21; c < 0x7f; c++ {
+		t[c] = c != ',' && c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func parseQuoted(value string, maxLen int) (string, error) {
 	// RFC 8941 sf-string: DQUOTE *( unescaped / "\" ( DQUOTE / "\" ) ) DQUOTE

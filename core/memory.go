@@ -318,10 +318,10 @@ func ctxErr(ctx context.Context) error {
 }
 
 // Acquire implements Store. A live record is returned in one allocation,
-// the Record with room for a few header fields and for a fingerprint the
-// store keeps in a slot's head; its Body, a longer Fingerprint and its
-// header strings share the store's bytes, which the store never writes
-// into again (see Store).
+// the Record with room for up to two header fields and one more, and for
+// a fingerprint of the default size; its Body, a fingerprint kept in the
+// blob and its header strings share the store's bytes, which the store
+// never writes into again (see Store).
 func (m *MemoryStore) Acquire(ctx context.Context, key string, token Token, fingerprint []byte, lease time.Duration) (*Record, error) {
 	var rec *Record
 	found, err := m.lease(ctx, key, token, fingerprint, lease, func(s *memShard, i int32) { rec = s.record(i) })
@@ -507,13 +507,17 @@ func cutString(b []byte) (string, []byte) {
 	return unsafe.String(&b[0], int(n)), b[n:]
 }
 
-// ownedRecord is what Acquire returns for a live record: the Record, with
-// room for a few header fields and for a fingerprint kept in a slot's
-// head, in one allocation.
-type ownedRecord struct {
+// bareRecord is a Record Acquire returns, with room for a fingerprint of
+// the default size kept in a slot's head; headedRecord adds room for a few
+// header fields and one more. Each is one allocation.
+type bareRecord struct {
 	rec Record
-	hdr [4]HeaderField
-	fp  [headFP]byte
+	fp  [FingerprintSize]byte
+}
+
+type headedRecord struct {
+	bareRecord
+	hdr [3]HeaderField
 }
 
 // record decodes slot i into a new Record. Its Header slice is its own,
@@ -522,7 +526,18 @@ type ownedRecord struct {
 // and its header strings share the blob, which is never written into.
 func (s *memShard) record(i int32) *Record {
 	sl, b := &s.slots[i], s.blob(i)
-	o := new(ownedRecord)
+	n := int(sl.hdrN)
+	var o *bareRecord
+	var hdr []HeaderField
+	switch {
+	case n > 0 && n < len(headedRecord{}.hdr):
+		h := new(headedRecord)
+		o, hdr = &h.bareRecord, h.hdr[:0]
+	case n > 0:
+		o, hdr = new(bareRecord), make([]HeaderField, 0, n+1)
+	default:
+		o = new(bareRecord)
+	}
 	r := &o.rec
 	*r = Record{
 		State: sl.state, Token: sl.token, ExpiresAt: time.Unix(0, sl.expires),
@@ -532,18 +547,16 @@ func (s *memShard) record(i int32) *Record {
 	end := off + int(sl.fpLen)
 	switch {
 	case sl.fpNil:
-	case sl.inline:
+	case sl.inline && int(sl.fpLen) <= len(o.fp):
 		r.Fingerprint = o.fp[:copy(o.fp[:], sl.head[headKey:headKey+sl.fpLen])]
+	case sl.inline: // a longer fingerprint, such as SHA256Fingerprint's
+		r.Fingerprint = append([]byte{}, sl.head[headKey:headKey+sl.fpLen]...)
 	default:
 		r.Fingerprint = b[off:end:end]
 	}
 	off = sl.prefix()
 	end = off + int(sl.hdrLen)
-	if n := int(sl.hdrN); n > 0 {
-		hdr := o.hdr[:0]
-		if n >= len(o.hdr) {
-			hdr = make([]HeaderField, 0, n+1)
-		}
+	if n > 0 {
 		r.Header = hdr[:n]
 		rest := b[off:end]
 		for j := range r.Header {
