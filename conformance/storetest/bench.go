@@ -134,7 +134,7 @@ func (x *bench) acquireNew(lease time.Duration) (string, idem.Token, error) {
 	key, tok := x.newKey(), x.newToken()
 	rec, err := x.s.Acquire(x.ctx, key, tok, x.fp, lease)
 	if err == nil && rec != nil {
-		err = fmt.Errorf("Acquire on the new key %q returned a %s record", key, rec.State)
+		err = fmt.Errorf("storetest: Acquire on the new key %q returned a %s record", key, rec.State)
 	}
 	return key, tok, err
 }
