@@ -46,6 +46,12 @@ type Problem struct {
 // Error returns the title and detail.
 func (p *Problem) Error() string { return "idem: " + p.Title + ": " + p.Detail }
 
+// StatusCode returns p.Status. A framework error handler that asks an
+// error for its status this way (echo v5's HTTPStatusCoder, among others)
+// answers a Problem returned as an error with the problem's status, not
+// 500.
+func (p *Problem) StatusCode() int { return p.Status }
+
 // ProblemContentType is the media type of a rendered problem.
 const ProblemContentType = "application/problem+json"
 

@@ -46,7 +46,8 @@ type Config struct {
 	// chain to echo's HTTPErrorHandler, so returning
 	// echo.NewHTTPError(p.Status, p.Detail) is a valid ProblemHandler; to
 	// render problems with the application's own HTTPErrorHandler, return
-	// p itself (it is an error): that handler should then honour p.Status
+	// p itself (it is an error with a StatusCode method, which echo's
+	// default handler honours): that handler should then honour p.Status
 	// and, when positive, p.RetryAfter. Replays are always written by the
 	// middleware.
 	ProblemHandler func(c *echo.Context, p *idem.Problem) error

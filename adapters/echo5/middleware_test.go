@@ -129,3 +129,17 @@ func TestEchoManual(t *testing.T) {
 		t.Fatalf("retry: %d %q, want 200 \"found completed\"", rec.Code, rec.Body)
 	}
 }
+
+// TestProblemAsError: a ProblemHandler that returns the problem itself
+// leaves it to echo's default HTTPErrorHandler, which answers with the
+// problem's status (idem.Problem reports it through StatusCode), not 500.
+func TestProblemAsError(t *testing.T) {
+	e := echo.New()
+	e.Logger = slog.New(slog.DiscardHandler)
+	e.Use(idemecho5.Middleware(newEngine(t),
+		idemecho5.ProblemHandler(func(_ *echo.Context, p *idem.Problem) error { return p })))
+	e.POST("/orders", func(c *echo.Context) error { return c.String(http.StatusCreated, "made") })
+	if rec := post(e, "/orders", ""); rec.Code != http.StatusBadRequest {
+		t.Fatalf("no key, the problem returned as an error: %d %q, want 400 (key missing)", rec.Code, rec.Body)
+	}
+}
