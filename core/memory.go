@@ -41,8 +41,10 @@ type MemoryOptions struct {
 	MaxEntries int
 	// MaxBytes bounds the bytes of keys, fingerprints, headers and bodies
 	// held, plus a fixed overhead per record; a new key must leave an
-	// eighth of it free for the responses of requests in flight.
-	// Default: 256 MiB.
+	// eighth of it free for the responses of requests in flight. The
+	// slabs that hold them may hold as much again in records since
+	// removed (a slab less than half live is compacted), so size the
+	// process's memory for about twice MaxBytes. Default: 256 MiB.
 	MaxBytes int64
 	// Shards is the number of independently locked parts. Default: 64.
 	Shards int
@@ -55,7 +57,7 @@ type MemoryOptions struct {
 }
 
 // entryOverhead approximates what a record costs beyond its bytes: its
-// slot, its index entry, the blob's header and allocation rounding.
+// slot, its index entry and its share of the slabs' unused room.
 const entryOverhead = 160
 
 // MemoryStore is the in-memory Store, the engine's embedded default. It is
@@ -74,9 +76,12 @@ const entryOverhead = 160
 // passes a hash of it (never the scope itself) along with the request's
 // context. Calls from elsewhere count as one scope.
 //
-// Each record is kept as one byte slice (key, fingerprint, header fields,
-// body) and a fixed-size slot without pointers, so a store holding many
-// records costs the garbage collector one pointer per record.
+// Each record is kept in a fixed-size slot without pointers (with its key
+// and fingerprint, when they fit) and its header fields and body in a
+// slab shared with other records (see slab.go), so a store holding many
+// records costs the garbage collector one pointer per slab. A record
+// Acquire returns shares the slab's bytes, which are never written into
+// again.
 type MemoryStore struct {
 	shards []memShard
 	seed   maphash.Seed
